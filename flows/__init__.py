@@ -1,0 +1,1 @@
+"""Prefect flows composing the tasks; `flows.pipeline.hammer_pipeline` is the whole pipeline."""

@@ -1,0 +1,87 @@
+"""The export stage: "1 + N" -- one base model, one standard PEFT LoRA adapter per task.
+
+Each task's gated CGC-LoRA experts collapse into one ordinary LoRA (see
+:mod:`hammer_core.cgc_lora.export`). Output folder::
+
+    adapters/<task>/adapter_config.json + adapter_model.safetensors   (plain PEFT format)
+    tokenizer/
+    base_model/                       (tiny preset only: the random-init base they apply to)
+    export_manifest.json              {"base_model", "tasks", "adapters": {task: "adapters/<task>"}}
+
+``peft.PeftModel.from_pretrained(base, "adapters/<task>")`` loads any of them; multi-LoRA
+servers can serve all N next to one base.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hammer_core.artifacts import atomic_write_json
+from hammer_core.cgc_lora import export_task_adapter
+from hammer_core.evaluation import load_trained
+
+MANIFEST = "export_manifest.json"
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+
+
+def safe_dirname(task: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
+
+
+def export_adapters(train_dir: str | Path, out_dir: str | Path) -> ExportResult:
+    train_dir, out = Path(train_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = json.loads((train_dir / "train_summary.json").read_text())
+    model, tokenizer = load_trained(train_dir)
+
+    base_ref = summary["base_model"]
+    if (train_dir / "base_model").exists():  # tiny preset: ship the exact base beside the adapters
+        shutil.copytree(train_dir / "base_model", out / "base_model", dirs_exist_ok=True)
+        base_ref = "base_model"  # relative to the export folder
+    tokenizer.save_pretrained(out / "tokenizer")
+
+    adapters = {}
+    for task in model.config.tasks:
+        rel = f"adapters/{safe_dirname(task)}"
+        export_task_adapter(model, task, out / rel, base_model_name_or_path=base_ref)
+        adapters[task] = rel
+    manifest = {"format": "peft-lora", "base_model": base_ref, "tasks": model.config.tasks,
+                "adapters": adapters, "tokenizer": "tokenizer",
+                "rank": (model.config.n_common + model.config.n_specific) * model.config.r_expert}
+    atomic_write_json(out / MANIFEST, manifest)
+    return ExportResult(out, manifest)
+
+
+def load_exported(export_dir: str | Path, dtype: str = "float32"):
+    """(PeftModel with every task adapter loaded, tokenizer, manifest) from an export folder."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from hammer_core.modeling import DTYPES, load_saved_base
+
+    export_dir = Path(export_dir)
+    manifest = json.loads((export_dir / MANIFEST).read_text())
+    base_ref = manifest["base_model"]
+    local = export_dir / base_ref
+    if local.exists():
+        base = load_saved_base(local, dtype)
+    else:
+        from transformers import AutoModelForCausalLM
+        base = AutoModelForCausalLM.from_pretrained(base_ref, dtype=DTYPES[dtype], use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(export_dir / manifest["tokenizer"]))
+    tasks = manifest["tasks"]
+    model = PeftModel.from_pretrained(base, str(export_dir / manifest["adapters"][tasks[0]]),
+                                      adapter_name=tasks[0])
+    for task in tasks[1:]:
+        model.load_adapter(str(export_dir / manifest["adapters"][task]), adapter_name=task)
+    model.eval()
+    return model, tokenizer, manifest

@@ -1,0 +1,138 @@
+"""Parquet artifacts with a manifest beside them, written atomically.
+
+Every stage hands its output to the next as ``<name>.parquet`` plus ``<name>.manifest.json``:
+
+.. code-block:: json
+
+    {"name": "examples", "rows": 412, "schema_version": "1", "kind": "examples",
+     "content_hash": "sha256:...", "parents": ["sha256:..."], "columns": [...], "extra": {...}}
+
+The content hash is the SHA-256 of the Parquet bytes; writes are deterministic (no
+timestamps anywhere), so the same input, config and seed give the same bytes and the same
+hash, and the ``parents`` hashes chain every artifact back to the corpus it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hammer_core.schema import SCHEMA_VERSION
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A Parquet file and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any] = field(hash=False, compare=False)
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+    @property
+    def rows(self) -> int:
+        return self.manifest["rows"]
+
+    def read(self) -> pa.Table:
+        return pq.read_table(self.path)
+
+
+def manifest_path(parquet_path: str | os.PathLike) -> Path:
+    p = Path(parquet_path)
+    return p.with_name(p.name.removesuffix(".parquet") + MANIFEST_SUFFIX)
+
+
+def write_table(
+    table: pa.Table,
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    parents: list[Artifact] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Artifact:
+    """Write ``table`` as Parquet (zstd, deterministic) and its manifest, both atomically."""
+    path = Path(path)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", use_dictionary=True, write_statistics=True)
+    data = buf.getvalue()
+    manifest = {
+        "name": path.name.removesuffix(".parquet"),
+        "kind": kind,
+        "rows": table.num_rows,
+        "schema_version": SCHEMA_VERSION,
+        "columns": table.column_names,
+        "content_hash": sha256_bytes(data),
+        "parents": [p.content_hash for p in (parents or [])],
+        "extra": extra or {},
+    }
+    atomic_write_bytes(path, data)
+    atomic_write_json(manifest_path(path), manifest)
+    return Artifact(path=path, manifest=manifest)
+
+
+def open_artifact(path: str | os.PathLike) -> Artifact:
+    """Open an artifact written by :func:`write_table`; a clear error if it is not one."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a .parquet artifact inside it")
+    if not path.exists():
+        raise FileNotFoundError(f"artifact {path} does not exist")
+    mpath = manifest_path(path)
+    if not mpath.exists():
+        raise FileNotFoundError(f"artifact {path} has no manifest ({mpath.name}); "
+                                "was it written by hammer?")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema version {manifest.get('schema_version')!r}, "
+                         f"this hammer reads {SCHEMA_VERSION!r}")
+    return Artifact(path=path, manifest=manifest)

@@ -1,0 +1,99 @@
+"""The canonical example schema: the one Arrow schema every stage reads and writes.
+
+One row is one training or evaluation example for function calling:
+
+==========  =====================================  =============================================
+column      Arrow type                             meaning
+==========  =====================================  =============================================
+id          string, not null                       stable id: the source's id, or a content hash
+source      string, not null                       the corpus the row came from (e.g. ``xlam``)
+task        string, not null                       CGC-LoRA task cluster (selects the gate/experts)
+messages    list<struct<role, content>>, not null  the conversation up to the call; roles are
+                                                   ``system``, ``user``, ``assistant``, ``tool``
+tools       string (JSON), not null                JSON list of function specs, JSON-schema style:
+                                                   ``{"name", "description", "parameters":
+                                                   {"type": "object", "properties": {p: {"type",
+                                                   "description", "default"?}}, "required": [...]}}``
+calls       string (JSON), not null                JSON list of target calls
+                                                   ``[{"name": ..., "arguments": {...}}]``;
+                                                   ``[]`` means "no call" (irrelevance)
+parent_id   string, nullable                       lineage: the id of the row this one was
+                                                   synthesized from (null for ingested rows)
+variant     string, not null                       lineage: how the row was made: ``original``,
+                                                   ``irrelevance``, ``masked``, ...
+==========  =====================================  =============================================
+
+``tools`` and ``calls`` are JSON strings rather than nested Arrow types because function
+specs are free-form JSON schemas (arbitrary nesting, heterogeneous defaults) that do not fit
+a fixed Arrow struct; they are written with :func:`dumps` (compact, declaration order kept)
+so that the same input gives the same bytes.
+
+Rejected rows (see :data:`REJECT_SCHEMA`) keep the raw input and the reason, so no input row
+is ever lost: ``read = kept + rejected (+ duplicates)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+MESSAGE_TYPE = pa.struct([pa.field("role", pa.string(), nullable=False),
+                          pa.field("content", pa.string(), nullable=False)])
+
+EXAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("messages", pa.list_(pa.field("item", MESSAGE_TYPE, nullable=False)), nullable=False),
+        pa.field("tools", pa.string(), nullable=False),
+        pa.field("calls", pa.string(), nullable=False),
+        pa.field("parent_id", pa.string(), nullable=True),
+        pa.field("variant", pa.string(), nullable=False),
+    ],
+    metadata={"hammer.schema_version": SCHEMA_VERSION, "hammer.kind": "examples"},
+)
+
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("location", pa.string(), nullable=False),  # e.g. "data/x.jsonl:17" or "x.parquet#row=3"
+        pa.field("reason", pa.string(), nullable=False),  # a reason code, see formats.REASONS
+        pa.field("detail", pa.string(), nullable=False),  # human-readable explanation
+        pa.field("raw", pa.string(), nullable=False),  # the input row as text, truncated
+    ],
+    metadata={"hammer.schema_version": SCHEMA_VERSION, "hammer.kind": "rejects"},
+)
+
+# Columns added by `hammer prepare` on top of the example schema.
+SPLIT_COLUMN = "split"  # "train" | "eval"
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON: compact separators, unicode kept, key order as built (never sorted:
+    the order of a function's parameters is part of its signature). The same input gives the
+    same bytes because every stage builds its dicts in a deterministic order."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def examples_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Build a table in :data:`EXAMPLE_SCHEMA` from row dicts (missing lineage gets defaults)."""
+    for r in rows:
+        r.setdefault("parent_id", None)
+        r.setdefault("variant", "original")
+    return pa.Table.from_pylist(rows, schema=EXAMPLE_SCHEMA)
+
+
+def check_examples(table: pa.Table) -> None:
+    """Raise ValueError naming the missing or mistyped column if ``table`` is not canonical."""
+    for field in EXAMPLE_SCHEMA:
+        if field.name not in table.column_names:
+            raise ValueError(f"not a canonical examples table: column {field.name!r} is missing "
+                             f"(columns: {table.column_names})")
+        got = table.schema.field(field.name).type
+        if not got.equals(field.type):
+            raise ValueError(f"column {field.name!r} has type {got}, expected {field.type}")

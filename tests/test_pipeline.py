@@ -1,0 +1,114 @@
+"""End to end, with real parts: a Prefect flow run, Parquet artifacts, a sqlite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from hammer_core.artifacts import open_artifact, sha256_file
+from hammer_core.schema import EXAMPLE_SCHEMA
+
+from .conftest import DEMO_CONFIG, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_flow_runs_every_stage_and_writes_artifacts(pipeline_run):
+    result, run_dir, _ = pipeline_run
+    for stage in ("ingest", "prepare", "train", "export", "eval", "register"):
+        assert (run_dir / stage).is_dir(), stage
+    ingest = json.loads((run_dir / "ingest" / "summary.json").read_text())
+    assert ingest["read"] == ingest["kept"] + ingest["rejected"] == 400
+    assert ingest["rejected"] > 0
+    assert set(ingest["by_task"]) == {"travel", "finance"}
+
+    # every Parquet artifact reads back, matches its manifest, and chains to its parent
+    examples = open_artifact(run_dir / "ingest" / "examples.parquet")
+    assert examples.read().num_rows == ingest["kept"]
+    assert sha256_file(examples.path) == examples.content_hash
+    train = open_artifact(run_dir / "prepare" / "train.parquet")
+    assert train.manifest["parents"] == [examples.content_hash]
+    table = train.read()
+    assert table.schema.remove_metadata().equals(EXAMPLE_SCHEMA.remove_metadata())
+    variants = set(table.column("variant").to_pylist())
+    assert {"original", "original+masked"} <= variants
+    assert any(v.startswith("irrelevance") for v in variants)
+    tokens = open_artifact(run_dir / "prepare" / "train_tokens.parquet")
+    assert tokens.manifest["parents"] == [train.content_hash]
+    assert tokens.read().num_rows == table.num_rows
+
+
+def test_training_loss_goes_down(pipeline_run):
+    _, run_dir, _ = pipeline_run
+    history = [json.loads(line) for line in (run_dir / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == list(range(1, 7))
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert (run_dir / "train" / "loss.png").stat().st_size > 1000
+    assert (run_dir / "train" / "adapter" / "cgc_lora.safetensors").exists()
+
+
+def test_export_writes_one_peft_adapter_per_task(pipeline_run):
+    _, run_dir, _ = pipeline_run
+    manifest = json.loads((run_dir / "export" / "export_manifest.json").read_text())
+    assert sorted(manifest["tasks"]) == ["finance", "travel"]
+    for task, rel in manifest["adapters"].items():
+        cfg = json.loads((run_dir / "export" / rel / "adapter_config.json").read_text())
+        assert cfg["peft_type"] == "LORA" and cfg["r"] == manifest["rank"]
+        assert (run_dir / "export" / rel / "adapter_model.safetensors").exists()
+
+
+def test_eval_metrics_are_written_and_consistent(pipeline_run):
+    result, run_dir, _ = pipeline_run
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics == result["metrics"]
+    assert metrics["eval_rows"] == 6
+    for key in ("exact_match", "call_accuracy", "irrelevance_accuracy", "parse_failure_rate"):
+        assert 0.0 <= metrics[key] <= 1.0
+    preds = pq.read_table(run_dir / "eval" / "predictions.parquet").to_pylist()
+    assert len(preds) == 6
+    assert metrics["exact_match"] == sum(p["correct"] for p in preds) / 6
+
+
+def test_model_is_registered_in_mlflow_with_lineage(pipeline_run):
+    import mlflow
+    from mlflow import MlflowClient
+
+    result, run_dir, _ = pipeline_run
+    reg = result["registry"]
+    assert reg["tracking_uri"].startswith("sqlite:///")
+    client = MlflowClient(tracking_uri=reg["tracking_uri"], registry_uri=reg["tracking_uri"])
+    mv = client.get_model_version("hammer-fc", str(reg["version"]))
+    assert mv.tags["hammer.examples_hash"].startswith("sha256:")
+    assert client.get_model_version_by_alias("hammer-fc", "candidate").version == mv.version
+    run = client.get_run(reg["run_id"])
+    assert run.data.params["adapter.n_common"] == "2"
+    assert "eval/exact_match" in run.data.metrics
+    assert len(client.get_metric_history(reg["run_id"], "train/loss")) == 6
+
+    mlflow.set_tracking_uri(reg["tracking_uri"])
+    model = mlflow.pyfunc.load_model(f"models:/hammer-fc@candidate")
+    tools = [{"name": "get_weather", "description": "Current weather for a city.",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    out = model.predict([{"query": "Weather in Oslo?", "tools": tools, "task": "travel"}])
+    assert isinstance(out, list) and len(out) == 1
+    assert isinstance(out[0]["calls"], list) and isinstance(out[0]["raw"], str)
+    with pytest.raises(Exception, match="unknown task"):
+        model.predict([{"query": "x", "tools": tools, "task": "nope"}])
+
+
+def test_cli_help_and_clear_config_errors(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0
+    for cmd in ("ingest", "prepare", "train", "export", "eval", "register", "run", "demo"):
+        assert cmd in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEMO_CONFIG.read_text().replace("max_steps: 80", "max_stepz: 80"))
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(bad)], capture_output=True, text=True,
+                         cwd=REPO)
+    assert out.returncode == 2
+    assert "train.max_stepz" in out.stderr and "unknown key" in out.stderr
+    assert "Traceback" not in out.stderr
