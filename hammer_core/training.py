@@ -123,7 +123,7 @@ def train(cfg: PipelineConfig, train_tokens: Artifact, out_dir: str | Path,
         base_ref = cfg.model.name_or_path
     model = inject_cgc_lora(base, adapter_config(cfg, tasks))
     if t.gradient_checkpointing:
-        base.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable()
     model.train()
 
     params = [p for p in model.parameters() if p.requires_grad]
