@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +117,16 @@ def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_
             for name in names:
                 if (stage_dir / name).exists():
                     mlflow.log_artifact(str(stage_dir / name), artifact_path=stage_dir.name)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PACKAGE_DIR / "mlflow_model.py"),
-            artifacts={"export": str(export_dir)},
-            code_paths=[str(PACKAGE_DIR)],
-            model_config={"max_new_tokens": cfg.eval.max_new_tokens},
-            pip_requirements=_pip_requirements(),
-        )
+        with warnings.catch_warnings():  # predict() takes free-form records on purpose
+            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PACKAGE_DIR / "mlflow_model.py"),
+                artifacts={"export": str(export_dir)},
+                code_paths=[str(PACKAGE_DIR)],
+                model_config={"max_new_tokens": cfg.eval.max_new_tokens},
+                pip_requirements=_pip_requirements(),
+            )
         result: dict[str, Any] = {"tracking_uri": uri, "experiment_id": exp_id, "run_id": run.info.run_id,
                                   "model_uri": info.model_uri, "metrics": metrics}
         if cfg.registry.register_model:
