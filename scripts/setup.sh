@@ -19,6 +19,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 echo "setup: installing into $(pwd)/.venv (first time: a few minutes)"
 # torch first: the CPU build is pinned, and DeepSpeed's build needs torch present.
 "${PIP[@]}" install -q "torch==2.13.0"
-"${PIP[@]}" install -q -r requirements.lock
+# The lock is the complete resolved set (pip freeze), so it installs without re-resolving.
+"${PIP[@]}" install -q --no-deps -r requirements.lock
 "${PIP[@]}" install -q --no-deps -e .
 echo "setup: done ($(.venv/bin/python -c 'import torch, prefect, mlflow, deepspeed; print(f"torch {torch.__version__}, prefect {prefect.__version__}, mlflow {mlflow.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null | tail -1))"
