@@ -52,7 +52,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         return load_tiny_tokenizer()
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code,
-                                            revision=cfg.revision)
+                                            revision=cfg.revision, local_files_only=_offline())
     except (OSError, ValueError) as err:
         raise ModelLoadError(_load_hint("tokenizer", name, err)) from err
     if tok.pad_token is None:
@@ -89,7 +89,7 @@ def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: 
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 cfg.name_or_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
-                revision=cfg.revision, use_safetensors=True)
+                revision=cfg.revision, use_safetensors=True, local_files_only=_offline())
         except (OSError, ValueError) as err:
             raise ModelLoadError(_load_hint("model", cfg.name_or_path, err)) from err
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -100,6 +100,11 @@ def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: 
 def load_saved_base(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
     """A base model saved by the train stage (tiny preset) or any local HF folder."""
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype], use_safetensors=True)
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE read at call time (huggingface_hub reads it only once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def _load_hint(what: str, name: str, err: Exception) -> str:
