@@ -10,6 +10,11 @@ Every stage hands its output to the next as ``<name>.parquet`` plus ``<name>.man
 The content hash is the SHA-256 of the Parquet bytes; writes are deterministic (no
 timestamps anywhere), so the same input, config and seed give the same bytes and the same
 hash, and the ``parents`` hashes chain every artifact back to the corpus it came from.
+
+:func:`write_table` writes a table held in memory; :class:`ArtifactWriter` streams one that
+is not (ingesting a million rows): record batches go to a temp file in the target folder,
+which is hashed and renamed into place only when the writer finishes, so a reader never sees
+a half-written artifact. Written in one batch, both give the same bytes.
 """
 
 from __future__ import annotations
@@ -121,6 +126,102 @@ def write_table(
     atomic_write_bytes(path, data)
     atomic_write_json(manifest_path(path), manifest)
     return Artifact(path=path, manifest=manifest)
+
+
+class ArtifactWriter:
+    """Stream rows into a Parquet artifact, atomically; use as a context manager::
+
+        with ArtifactWriter(out / "examples.parquet", EXAMPLE_SCHEMA, kind="examples") as w:
+            for batch in batches:
+                w.write_rows(batch)
+            artifact = w.finish(extra={"summary": ...})  # optional: done on exit otherwise
+
+    Rows go to a temp file beside ``path`` (zstd, dictionary encoding, statistics: the
+    settings of :func:`write_table`; each ``write_*`` call becomes one or more row groups, so
+    the bytes depend on the batching, and the same batching gives the same bytes).
+    :meth:`finish` closes it, fsyncs, hashes the bytes, renames it to ``path`` and writes the
+    manifest; an exception inside the ``with`` block removes the temp file and leaves any
+    previous artifact at ``path`` untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, kind: str,
+                 parents: list[Artifact] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.kind = kind
+        self.parents = list(parents or [])
+        self.extra = extra
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._tmp, schema, compression="zstd", use_dictionary=True, write_statistics=True)
+        self._artifact: Artifact | None = None
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append ``table`` (its schema must be this writer's)."""
+        if self._writer is None:
+            raise RuntimeError(f"ArtifactWriter for {self.path} is already finished or aborted")
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append row dicts (keys of the schema); an empty list writes nothing."""
+        if rows:
+            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def finish(self, extra: dict[str, Any] | None = None) -> Artifact:
+        """Publish the artifact (``extra`` replaces the one given at construction)."""
+        if self._artifact is not None:
+            return self._artifact
+        if self._writer is None:
+            raise RuntimeError(f"ArtifactWriter for {self.path} was aborted")
+        self._writer.close()
+        self._writer = None
+        try:
+            with open(self._tmp, "rb") as f:
+                os.fsync(f.fileno())
+            content_hash = sha256_file(self._tmp)
+            os.chmod(self._tmp, 0o666 & ~_UMASK)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        manifest = {
+            "name": self.path.name.removesuffix(".parquet"),
+            "kind": self.kind,
+            "rows": self.rows,
+            "schema_version": SCHEMA_VERSION,
+            "columns": self.schema.names,
+            "content_hash": content_hash,
+            "parents": [p.content_hash for p in self.parents],
+            "extra": (self.extra if extra is None else extra) or {},
+        }
+        atomic_write_json(manifest_path(self.path), manifest)
+        self._artifact = Artifact(path=self.path, manifest=manifest)
+        return self._artifact
+
+    def abort(self) -> None:
+        """Drop everything written so far (the temp file); ``path`` is left as it was."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._writer = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ArtifactWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self._artifact is None:
+            self.finish()
 
 
 def open_artifact(path: str | os.PathLike) -> Artifact:

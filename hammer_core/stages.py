@@ -21,9 +21,7 @@ def ingest(cfg: PipelineConfig, out_dir: Path):
 
     if not cfg.data.sources:
         raise ConfigError("nothing to ingest: data.sources is empty (give --input or a config with sources)")
-    specs = [SourceSpec(path=s.path, format=s.format, task=s.task, name=s.name, max_rows=s.max_rows)
-             for s in cfg.data.sources]
-    return run(specs, Path(out_dir))
+    return run([SourceSpec.from_config(s) for s in cfg.data.sources], Path(out_dir))
 
 
 def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path):

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hammer_core.artifacts import open_artifact
 from hammer_core.formats import FORMATS, REASONS, RowError, detect_format
 from hammer_core.formats.xlam import normalize_xlam, python_type_to_schema
-from hammer_core.ingest import SourceSpec, ingest, read_records
+from hammer_core.ingest import SourceError, SourceSpec, ingest, read_records
 from hammer_core.sample_data import BAD_ROWS, generate_sample
 from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps
 from hammer_core.validation import validate_example
@@ -85,7 +85,13 @@ FIXTURE_LINES: list[tuple[str, str | None]] = [
     ("[1, 2]", "bad_json"),                                                     # 16
     (json.dumps(xlam(id=17, tools=[WEATHER_TOOL, WEATHER_TOOL])), None),        # 17 kept (dedup)
     (json.dumps(xlam(id=18, answers=[])), None),                                # 18 kept (no call)
+    (json.dumps(xlam(id=19, answers=call(city="Oslo", when="now", days="three"))),
+     "bad_argument_type"),                                                      # 19
+    (json.dumps(xlam(id=1)), None),                                             # 20 duplicate of 1
+    (json.dumps(xlam(id=21, query="Weather in \ud800?")), "invalid_utf8"),     # 21 lone surrogate
+    (json.dumps(xlam(id=22, query="Weather? " + "x" * 5000)), "row_too_large"),  # 22
 ]
+FIXTURE_MAX_ROW_BYTES = 4096
 FIXTURE_REASONS = {n: r for n, (_, r) in enumerate(FIXTURE_LINES, start=1) if r}
 
 
@@ -103,7 +109,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- bundled sample
 
 SAMPLE_SUMMARY = {
-    "read": 400, "kept": 390, "rejected": 10,
+    "read": 400, "kept": 390, "rejected": 10, "duplicates": 0,
     "by_reason": {"bad_json": 3, "empty_query": 2, "missing_required_argument": 1,
                   "unknown_argument": 2, "unknown_function": 2},
     "by_task": {"finance": 195, "travel": 195},
@@ -170,13 +176,15 @@ def test_sample_has_defaults_and_parallel_calls() -> None:
 
 
 def test_fixture_one_reject_per_reason(fixture_jsonl: Path, tmp_path: Path) -> None:
-    result = ingest([SourceSpec(str(fixture_jsonl))], tmp_path / "out")
+    result = ingest([SourceSpec(str(fixture_jsonl), max_row_bytes=FIXTURE_MAX_ROW_BYTES)],
+                    tmp_path / "out")
     expected = {r: 1 for r in FIXTURE_REASONS.values()}
     expected["bad_json"] = 3
-    assert result.summary == {"read": 17, "kept": 4, "rejected": 13, "by_reason": expected,
-                              "by_task": {"fixture": 4}}
-    assert result.summary["read"] == result.summary["kept"] + result.summary["rejected"]
-    assert set(REASONS) - set(expected) == {"unknown_format"}  # every other code is exercised
+    assert result.summary == {"read": 21, "kept": 4, "rejected": 16, "duplicates": 1,
+                              "by_reason": expected, "by_task": {"fixture": 4}}
+    assert result.sources[0]["records"] == 21  # line 15 is blank: skipped, not counted
+    # every other code is exercised by the conversation formats (tests/test_formats.py)
+    assert set(REASONS) - set(expected) == {"unknown_format", "no_tools", "no_target"}
 
     rejects = read_rows(tmp_path / "out" / "rejects.parquet")
     assert pq.read_schema(tmp_path / "out" / "rejects.parquet").equals(REJECT_SCHEMA,
@@ -189,11 +197,15 @@ def test_fixture_one_reject_per_reason(fixture_jsonl: Path, tmp_path: Path) -> N
     assert "'country'" in by_line[11]["detail"]
     assert "'when'" in by_line[12]["detail"]
     assert by_line[14]["detail"].endswith("fixture.jsonl:1")  # names the first occurrence
+    assert "'days'" in by_line[19]["detail"] and '"three"' in by_line[19]["detail"]
+    assert by_line[22]["detail"] == "line 22 is 5,905 bytes, over the limit of 4,096 (max_row_bytes)"
+    assert by_line[22]["raw"].startswith("{") and len(by_line[22]["raw"]) == FIXTURE_MAX_ROW_BYTES
     assert all(r["source"] == "fixture" and r["detail"] for r in rejects)
 
 
 def test_normalized_row_content(fixture_jsonl: Path, tmp_path: Path) -> None:
-    ingest([SourceSpec(str(fixture_jsonl), task="weather")], tmp_path)
+    ingest([SourceSpec(str(fixture_jsonl), task="weather",
+                       max_row_bytes=FIXTURE_MAX_ROW_BYTES)], tmp_path)
     rows = read_rows(tmp_path / "examples.parquet")
     assert [r["id"] for r in rows] == ["1", "fixture-1", "17", "18"]
     row = rows[0]
@@ -307,6 +319,7 @@ def test_jsonl_bad_lines_do_not_stop_reading(tmp_path: Path) -> None:
     assert isinstance(got[1][1], RowError) and got[1][1].reason == "bad_json"
     assert "line 3" in got[1][1].detail and got[1][1].raw == "not json"
     assert isinstance(got[2][1], RowError) and "UTF-8" in got[2][1].detail
+    assert got[2][1].reason == "invalid_utf8"
 
 
 def test_json_file_holding_json_lines_is_read_as_lines(tmp_path: Path) -> None:
@@ -325,17 +338,19 @@ def test_whole_file_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         list(read_records(tmp_path / "missing.jsonl"))
     other = tmp_path / "other.jsonl"
-    other.write_text('{"system": "s", "chat": "c"}\n')
-    with pytest.raises(ValueError, match="cannot detect the format.*xlam"):
+    other.write_text('{"instruction": "s", "output": "c"}\n')
+    with pytest.raises(SourceError, match="cannot detect the format.*xlam"):
         ingest([SourceSpec(str(other))], tmp_path / "out")
+    assert not (tmp_path / "out" / "examples.parquet").exists()  # nothing half-published
+    assert not list((tmp_path / "out").glob(".*.tmp"))
 
 
 def test_source_spec_defaults_and_limits(fixture_jsonl: Path, tmp_path: Path) -> None:
     spec = SourceSpec("some/dir/travel.jsonl.gz")
     assert (spec.name, spec.task, spec.format) == ("travel", "travel", "auto")
     assert SourceSpec("a.parquet", name="n").task == "n"
-    with pytest.raises(ValueError, match="unknown format 'glaive'.*xlam"):
-        SourceSpec("a.jsonl", format="glaive")
+    with pytest.raises(ValueError, match="unknown format 'alpaca'.*xlam"):
+        SourceSpec("a.jsonl", format="alpaca")
     with pytest.raises(ValueError, match="unique"):
         ingest([SourceSpec(str(fixture_jsonl)), SourceSpec(str(fixture_jsonl))], tmp_path)
     result = ingest([SourceSpec(str(fixture_jsonl), format="xlam", max_rows=4)], tmp_path / "m")
@@ -378,7 +393,8 @@ def test_deterministic_bytes(fixture_jsonl: Path, tmp_path: Path) -> None:
     assert (tmp_path / "a" / "summary.json").read_text() == \
         (tmp_path / "b" / "summary.json").read_text()
     ids = a.examples.read().column("id").to_pylist()
-    assert ids[:4] == ["1", "fixture-1", "17", "18"] and ids[4] == "20001"  # input order
+    # input order; line 22 is under the default 1 MiB row limit, so it is kept here
+    assert ids[:5] == ["1", "fixture-1", "17", "18", "22"] and ids[5] == "20001"
 
 
 # --------------------------------------------------------------------------- formats & validator
@@ -386,8 +402,8 @@ def test_deterministic_bytes(fixture_jsonl: Path, tmp_path: Path) -> None:
 
 def test_detect_format() -> None:
     assert detect_format(xlam()) == "xlam" and "xlam" in FORMATS
-    with pytest.raises(ValueError, match=r"known formats: xlam \(needs keys"):
-        detect_format({"system": "...", "chat": "..."})
+    with pytest.raises(ValueError, match=r"known formats: hammer_testset \(needs keys.*xlam"):
+        detect_format({"instruction": "...", "output": "..."})
 
 
 def canonical_row() -> dict[str, Any]:

@@ -40,14 +40,14 @@ copy is kept, as Hammer's own preprocessing does); two *different* tools with on
 
 from __future__ import annotations
 
-import json
+import copy
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from hammer_core import validation
-from hammer_core.formats import RowError
-from hammer_core.schema import dumps
+from hammer_core.formats import MAPPINGS, Candidate, RowError
+from hammer_core.formats.common import json_field, record_id, single_candidate, unique_tools
 
 _OPTIONAL_SUFFIX = re.compile(r",\s*optional\s*$", re.IGNORECASE)
 
@@ -116,8 +116,16 @@ def python_type_to_schema(type_str: str) -> tuple[dict[str, Any], bool]:
 
     The fragment holds ``type`` (and ``items`` for typed arrays) or is empty when the type is
     unknown (``Any``, ``Union``, ``Callable``...). ``is_optional`` is True for ``"X, optional"``
-    and ``"Optional[X]"``.
+    and ``"Optional[X]"``. The fragment is the caller's own (a deep copy of the cached one).
     """
+    fragment, optional = _cached_type_schema(type_str)
+    return copy.deepcopy(fragment), optional
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_type_schema(type_str: str) -> tuple[dict[str, Any], bool]:
+    """:func:`python_type_to_schema`, memoized: a corpus repeats a few hundred type strings.
+    The result is shared; callers must copy before changing it."""
     base = _OPTIONAL_SUFFIX.sub("", type_str).strip()
     optional = base != type_str.strip()
     parsed = _split_generic(base)
@@ -126,23 +134,16 @@ def python_type_to_schema(type_str: str) -> tuple[dict[str, Any], bool]:
     return (_type_expr_schema(base) or {}), optional
 
 
-def _parse_json_field(raw: Mapping[str, Any], field: str) -> Any:
-    if field not in raw or raw[field] is None:
-        raise RowError("missing_field", f"the row has no {field!r} field")
-    value = raw[field]
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as e:
-            raise RowError("bad_json", f"{field} is not valid JSON: {e}") from None
-    return value
+def _fresh(fragment: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a cached type fragment (dicts of str/dicts only: faster than deepcopy)."""
+    return {k: _fresh(v) if isinstance(v, dict) else v for k, v in fragment.items()}
 
 
 def _convert_parameter(tool: str, pname: Any, spec: Any) -> tuple[dict[str, Any], bool]:
     """One flat xLAM parameter → (canonical property, required?)."""
     if not isinstance(pname, str) or not pname:
         raise RowError("bad_tool_spec", f"tool {tool!r} has a parameter with no string name")
-    if not isinstance(spec, Mapping):
+    if not isinstance(spec, MAPPINGS):
         hint = (" (parameters looks like a JSON schema, not xLAM's flat {name: spec} dict)"
                 if pname in ("type", "properties") else "")
         raise RowError("bad_tool_spec", f"tool {tool!r}: the spec of parameter {pname!r} is a "
@@ -157,8 +158,9 @@ def _convert_parameter(tool: str, pname: Any, spec: Any) -> tuple[dict[str, Any]
                                         "description")
     # Key order is part of the output bytes (schema.dumps keeps it): type, items, description,
     # default, any other keys as given, x-python-type.
-    fragment, optional = python_type_to_schema(type_str) if type_str is not None else ({}, False)
-    prop: dict[str, Any] = {**fragment, "description": description}
+    fragment, optional = _cached_type_schema(type_str) if type_str is not None else ({}, False)
+    prop: dict[str, Any] = _fresh(fragment)  # never share the cached fragment
+    prop["description"] = description
     if "default" in spec:
         prop["default"] = spec["default"]
     prop.update((k, v) for k, v in spec.items() if k not in ("type", "description", "default"))
@@ -169,7 +171,7 @@ def _convert_parameter(tool: str, pname: Any, spec: Any) -> tuple[dict[str, Any]
 
 def convert_tool(tool: Any, position: int = 0) -> dict[str, Any]:
     """One xLAM tool → the canonical JSON-schema tool (raises RowError ``bad_tool_spec``)."""
-    if not isinstance(tool, Mapping):
+    if not isinstance(tool, MAPPINGS):
         raise RowError("bad_tool_spec", f"tool #{position} is a {type(tool).__name__}, "
                                         "not an object")
     name = tool.get("name")
@@ -181,7 +183,7 @@ def convert_tool(tool: Any, position: int = 0) -> dict[str, Any]:
     params = tool.get("parameters")
     if params is None:
         params = {}
-    if not isinstance(params, Mapping):
+    if not isinstance(params, MAPPINGS):
         raise RowError("bad_tool_spec", f"tool {name!r}: parameters is a "
                                         f"{type(params).__name__}, not an object")
     properties: dict[str, Any] = {}
@@ -195,29 +197,12 @@ def convert_tool(tool: Any, position: int = 0) -> dict[str, Any]:
             "parameters": {"type": "object", "properties": properties, "required": required}}
 
 
-def _convert_tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise RowError("bad_tool_spec", f"tools must be a list, got {type(tools).__name__}")
-    out: list[dict[str, Any]] = []
-    seen: dict[str, dict[str, Any]] = {}
-    for i, tool in enumerate(tools):
-        converted = convert_tool(tool, i)
-        previous = seen.get(converted["name"])
-        if previous is None:
-            seen[converted["name"]] = converted
-            out.append(converted)
-        elif previous != converted:
-            raise RowError("duplicate_tool", f"two different tools are named "
-                                             f"{converted['name']!r} (tools #{i} and earlier)")
-    return out
-
-
 def _convert_calls(answers: Any) -> list[Any]:
     if not isinstance(answers, list):
         raise RowError("bad_call", f"answers must be a list, got {type(answers).__name__}")
     # Keep only name/arguments; malformed calls are passed through for the validator to name.
     return [{"name": c.get("name"), "arguments": c.get("arguments")}
-            if isinstance(c, Mapping) else c for c in answers]
+            if isinstance(c, MAPPINGS) else c for c in answers]
 
 
 def normalize_xlam(raw: Mapping[str, Any], *, source: str, task: str, index: int) -> dict[str, Any]:
@@ -226,28 +211,26 @@ def normalize_xlam(raw: Mapping[str, Any], *, source: str, task: str, index: int
     ``index`` is the record's 0-based position in its source; it names the row
     (``f"{source}-{index}"``) when the record has no ``id``. Raises :class:`RowError`.
     """
-    if not isinstance(raw, Mapping):
+    (candidate,) = xlam_candidates(raw, source=source, task=task, index=index)
+    assert candidate.row is not None
+    return candidate.row
+
+
+def xlam_candidates(raw: Mapping[str, Any], *, source: str, task: str,
+                    index: int) -> list[Candidate]:
+    """The :class:`~hammer_core.formats.Normalizer` of the ``xlam`` format: one target."""
+    if not isinstance(raw, MAPPINGS):
         raise RowError("bad_json", f"the record is a {type(raw).__name__}, not an object")
     if raw.get("query") is None:
         raise RowError("missing_field", "the row has no 'query' field")
     query = raw["query"]
     if not isinstance(query, str):
         raise RowError("bad_field", f"query must be a string, got {type(query).__name__}")
-    tools = _convert_tools(_parse_json_field(raw, "tools"))
-    calls = _convert_calls(_parse_json_field(raw, "answers"))
-    raw_id = raw.get("id")
-    row = {
-        "id": str(raw_id) if raw_id is not None and raw_id != "" else f"{source}-{index}",
-        "source": source,
-        "task": task,
-        "messages": [{"role": "user", "content": query}],
-        "tools": dumps(tools),
-        "calls": dumps(calls),
-        "parent_id": None,
-        "variant": "original",
-    }
-    validation.validate_example(row)
-    return row
+    tools = unique_tools(json_field(raw, "tools"), convert_tool)
+    calls = _convert_calls(json_field(raw, "answers"))
+    return single_candidate(row_id=record_id(raw, source, index), source=source, task=task,
+                            messages=[{"role": "user", "content": query}], tools=tools,
+                            calls=calls)
 
 
-__all__ = ["convert_tool", "normalize_xlam", "python_type_to_schema"]
+__all__ = ["convert_tool", "normalize_xlam", "python_type_to_schema", "xlam_candidates"]
