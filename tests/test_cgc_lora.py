@@ -186,6 +186,24 @@ def test_gate_weights_and_task_dependence() -> None:
     assert max_diff(logits[1], logits[2]) > 1e-3
 
 
+def test_gate_runs_once_per_forward_and_generate() -> None:
+    """The per-row gate weights are computed once per pass and shared by every layer."""
+    ids = random_ids(2)
+    for shared_gate in (True, False):
+        model = make_cgc(CGCLoraConfig(tasks=TASKS, shared_gate=shared_gate))
+        calls: list[int] = []
+        for gate in model.gates().values():
+            gate.register_forward_hook(lambda module, args, out: calls.append(id(module)))
+        n_gates = len(model.gates())
+        assert n_gates == (1 if shared_gate else len(model.cgc_layers()))
+        model(input_ids=ids, task_ids=[0, 2]).logits.sum().backward()
+        assert len(calls) == n_gates and len(set(calls)) == n_gates  # each gate once, not once per layer
+        model.generate(ids, task_ids=[0, 2], max_new_tokens=3, do_sample=False, pad_token_id=0)
+        assert len(calls) == 2 * n_gates  # once for all the decoding steps of one generate call
+        model(input_ids=ids, task_ids=[1, 1])
+        assert len(calls) == 3 * n_gates  # a new pass recomputes (parameters may have changed)
+
+
 # ------------------------------------------------------------------------- 3 mixed batch
 @pytest.mark.parametrize("shared_gate", [True, False])
 def test_mixed_task_batch_matches_single_task_rows(shared_gate: bool) -> None:

@@ -17,14 +17,22 @@ Typical use::
     out = model(input_ids=ids, labels=ids, task_ids=["single", "parallel"])
     save_cgc_lora(model, "ckpt/")
     export_task_adapter(model, "single", "adapters/single", base_model_name_or_path="Qwen/...")
+
+Ablation baselines from the same hyper-parameters (each a special case of the same layer):
+``CGCLoraConfig.for_variant("multitask_lora" | "per_task_lora", tasks=..., n_common=..., ...)``.
+
+``transformers.Trainer`` works unchanged: emit ``task_ids`` from the data collator next to
+``input_ids`` / ``labels`` (``CGCLoraModel.forward`` names it, so ``remove_unused_columns``
+keeps it).
 """
 
-from .config import CGCLoraConfig
+from .config import VARIANTS, CGCLoraConfig
 from .export import (
     export_task_adapter,
     load_cgc_lora,
     merge_task_into_base,
     save_cgc_lora,
+    save_merged_task,
     task_lora_weights,
 )
 from .layer import CGCGate, CGCLoraLinear, TaskContext
@@ -36,10 +44,12 @@ __all__ = [
     "CGCLoraLinear",
     "CGCLoraModel",
     "TaskContext",
+    "VARIANTS",
     "export_task_adapter",
     "inject_cgc_lora",
     "load_cgc_lora",
     "merge_task_into_base",
     "save_cgc_lora",
+    "save_merged_task",
     "task_lora_weights",
 ]

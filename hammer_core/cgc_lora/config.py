@@ -16,6 +16,22 @@ where ``embed`` is a learned task embedding of size ``gate_dim`` and ``G`` a lin
 experts collapse into one ordinary LoRA of rank ``(n_common + n_specific) * r`` with the
 weights and the scaling baked into ``A``. One base model plus N standard PEFT adapters then
 reproduces the multi-task model exactly (see :mod:`hammer_core.cgc_lora.export`).
+
+Ablation baselines are special cases of the same layer, built from the same hyper-parameters
+by :meth:`CGCLoraConfig.for_variant`; all three export ``N`` PEFT LoRAs of the same rank
+``R = (n_common + n_specific) * r_expert`` and so cost the same to serve:
+
+* ``"cgc"`` -- CGC-LoRA as configured.
+* ``"multitask_lora"`` -- one plain LoRA shared by every task: a single common expert of
+  rank ``R`` (``n_common=1, n_specific=0, r_expert=R``). Its gate weight is identically 1.
+* ``"per_task_lora"`` -- one independent plain LoRA per task: a single specific expert of
+  rank ``R`` per task (``n_common=0, n_specific=1, r_expert=R``); again the weight is 1.
+
+``alpha`` is kept, so a baseline's scaling is ``alpha / R``: exactly CGC-LoRA's effective
+scaling at init, when the gate mixes the ``K = n_common + n_specific`` admissible experts
+uniformly (``(alpha / r) * (1 / K) = alpha / R``). Trainable parameters per adapted layer
+(``E`` experts of rank ``r`` cost ``E * r * (in + out)``): CGC ``(n_common + T * n_specific) * r``
+ranks, multi-task LoRA ``R``, per-task LoRA ``T * R``.
 """
 
 from __future__ import annotations
@@ -24,9 +40,13 @@ import math
 import numbers
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 ALL_LINEAR = "all-linear"
+
+Variant = Literal["cgc", "multitask_lora", "per_task_lora"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+_BASELINE_SHAPES = {"multitask_lora": (1, 0), "per_task_lora": (0, 1)}  # (n_common, n_specific)
 
 
 @dataclass
@@ -40,11 +60,14 @@ class CGCLoraConfig:
         r_expert: rank of every expert.
         alpha: LoRA alpha; the delta is scaled by ``alpha / r_expert``.
         dropout: dropout on the adapter input (``0.0`` disables it).
-        target_modules: which ``nn.Linear`` modules to adapt: a list of module-name suffixes
-            (``["q_proj", "v_proj"]``), a regex matched with :func:`re.fullmatch` against the
-            full module name, or ``"all-linear"`` (every ``nn.Linear`` except the output head).
+        target_modules: which linear modules (``nn.Linear``, or transformers' ``Conv1D`` in the
+            GPT-2 family) to adapt: a list of module-name suffixes (``["q_proj", "v_proj"]``), a
+            regex matched with :func:`re.fullmatch` against the full module name, or
+            ``"all-linear"`` (every linear module except the output head).
         gate_dim: size of the task embedding that feeds the gate.
         shared_gate: one gate shared by all adapted layers (``True``) or one gate per layer.
+        variant: ``"cgc"``, or the ablation baseline this config encodes (``"multitask_lora"``
+            / ``"per_task_lora"``, see :meth:`for_variant`); recorded in saved checkpoints.
     """
 
     tasks: list[str]
@@ -56,6 +79,7 @@ class CGCLoraConfig:
     target_modules: list[str] | str = ALL_LINEAR
     gate_dim: int = 16
     shared_gate: bool = True
+    variant: Variant = "cgc"
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str) or not isinstance(self.tasks, (list, tuple)):
@@ -99,6 +123,17 @@ class CGCLoraConfig:
         if not isinstance(self.shared_gate, bool):
             raise ValueError(f"shared_gate must be a bool, got {self.shared_gate!r}")
 
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {self.variant!r}")
+        if self.variant in _BASELINE_SHAPES:
+            n_common, n_specific = _BASELINE_SHAPES[self.variant]
+            if (self.n_common, self.n_specific) != (n_common, n_specific):
+                raise ValueError(
+                    f"variant {self.variant!r} needs n_common={n_common}, n_specific={n_specific}, got "
+                    f"n_common={self.n_common}, n_specific={self.n_specific}; build it with "
+                    f"CGCLoraConfig.for_variant({self.variant!r}, ...)"
+                )
+
         if isinstance(self.target_modules, str):
             if self.target_modules != ALL_LINEAR:
                 try:
@@ -117,6 +152,29 @@ class CGCLoraConfig:
                 f"target_modules must be a list of module-name suffixes, a regex string or "
                 f"{ALL_LINEAR!r}, got {self.target_modules!r}"
             )
+
+    @classmethod
+    def for_variant(cls, variant: str, *, tasks: list[str], **hyper: Any) -> CGCLoraConfig:
+        """CGC-LoRA (``"cgc"``) or an ablation baseline, from the same hyper-parameters.
+
+        ``hyper`` are the CGC-LoRA fields (``n_common``, ``n_specific``, ``r_expert``, ``alpha``,
+        ``dropout``, ``target_modules``, ``gate_dim``, ``shared_gate``). The baselines keep the
+        per-task rank ``R = (n_common + n_specific) * r_expert`` and ``alpha``:
+
+        * ``"multitask_lora"``: ``n_common=1, n_specific=0, r_expert=R`` (one LoRA for all tasks);
+        * ``"per_task_lora"``: ``n_common=0, n_specific=1, r_expert=R`` (one LoRA per task).
+        """
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+        if "variant" in hyper:
+            raise ValueError("pass the variant as the first argument of for_variant, not as a keyword")
+        config = cls(tasks=tasks, **hyper)  # validates the CGC hyper-parameters first
+        if variant == "cgc":
+            return config
+        n_common, n_specific = _BASELINE_SHAPES[variant]
+        data = config.to_dict()
+        data.update(n_common=n_common, n_specific=n_specific, r_expert=config.export_rank, variant=variant)
+        return cls(**data)
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -181,4 +239,4 @@ class CGCLoraConfig:
         return cls(**data)
 
 
-__all__ = ["ALL_LINEAR", "CGCLoraConfig"]
+__all__ = ["ALL_LINEAR", "VARIANTS", "CGCLoraConfig", "Variant"]

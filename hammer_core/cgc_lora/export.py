@@ -15,7 +15,8 @@ rank ``R = K * r``::
 
 "1 + N": one base model plus N standard PEFT LoRA adapters (``lora_alpha = r = R``, so PEFT's
 own scaling is 1) reproduce the multi-task model exactly, and can be served by any multi-LoRA
-server; :func:`merge_task_into_base` instead folds one task into a plain copy of the base.
+server; :func:`merge_task_into_base` instead folds one task into a plain copy of the base
+(:func:`save_merged_task` writes it as an ordinary HF model folder).
 
 :func:`save_cgc_lora` / :func:`load_cgc_lora` store the full multi-task adapter
 (``cgc_lora_config.json`` + ``cgc_lora.safetensors``). All files are written atomically
@@ -28,6 +29,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import CGCLoraConfig
-from .layer import CGCLoraLinear
+from .layer import LINEAR_TYPES, CGCLoraLinear
 from .model import CGCLoraModel, inject_cgc_lora
 
 CGC_CONFIG_NAME = "cgc_lora_config.json"
@@ -144,7 +146,15 @@ def export_task_adapter(
     weights = task_lora_weights(model, task)
     paths = list(weights)
     rank = config.export_rank
+    layers = model.cgc_layers()
+    fan_in_fan_out = {layers[p].fan_in_fan_out for p in paths}
+    if len(fan_in_fan_out) > 1:
+        raise ValueError(
+            "cannot export one PEFT adapter over both nn.Linear and Conv1D layers (PEFT has one "
+            "fan_in_fan_out flag per adapter); target only one kind of layer"
+        )
     lora_config = LoraConfig(
+        fan_in_fan_out=fan_in_fan_out.pop(),
         r=rank,
         lora_alpha=rank,
         target_modules=_peft_target_modules(model, paths),
@@ -176,7 +186,7 @@ def export_task_adapter(
 def merge_task_into_base(model: CGCLoraModel, task: int | str) -> nn.Module:
     """A deep copy of the base model with task ``task`` merged: ``W = W0 + B_t @ A_t``.
 
-    The copy holds plain ``nn.Linear`` modules (no adapter code or parameters); its parameters
+    The copy holds the plain base layers (no adapter code or parameters); its parameters
     keep ``requires_grad=False`` as frozen by injection. The CGC model is left untouched.
     """
     weights = task_lora_weights(model, task)
@@ -189,10 +199,40 @@ def merge_task_into_base(model: CGCLoraModel, task: int | str) -> nn.Module:
     merged = copy.deepcopy(model.base_model, memo)
     for path, (a_t, b_t) in weights.items():
         linear = merged.get_submodule(path)
-        assert isinstance(linear, nn.Linear) and not isinstance(linear, CGCLoraLinear)
-        delta = (b_t @ a_t).to(linear.weight.device)
+        assert isinstance(linear, LINEAR_TYPES) and not isinstance(linear, CGCLoraLinear)
+        delta = (b_t @ a_t).to(linear.weight.device)  # [out, in]
+        if layers[path].fan_in_fan_out:  # Conv1D: weight is [in, out]
+            delta = delta.T
         linear.weight.copy_((linear.weight.float() + delta).to(linear.weight.dtype))
     return merged
+
+
+def save_merged_task(model: CGCLoraModel, task: int | str, out_dir: str | os.PathLike[str]) -> Path:
+    """Write task ``task`` merged into the base weights as a plain HF model folder (safetensors).
+
+    The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and runs at the cost
+    of the base model. The folder is written under a temporary name beside ``out_dir`` and
+    renamed into place, so readers never see a half-written model. Returns ``out_dir``.
+    """
+    merged = merge_task_into_base(model, task)
+    if not hasattr(merged, "save_pretrained"):
+        raise TypeError(f"the base model ({type(merged).__name__}) has no save_pretrained; save it yourself")
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 # ---------------------------------------------------------------------------- save / load
@@ -246,5 +286,6 @@ __all__ = [
     "load_cgc_lora",
     "merge_task_into_base",
     "save_cgc_lora",
+    "save_merged_task",
     "task_lora_weights",
 ]

@@ -14,6 +14,13 @@ ranks in between::
 
 Non-admissible experts have weight exactly 0, so a batch may mix tasks freely.
 
+Hot path: the per-row weights ``scaling * w_t`` expanded over the ranks (``[batch, E * r]``)
+depend only on the task ids and the gate, so :class:`TaskContext` computes them once per
+gate and per forward pass (shared gate: once for the whole model) and every layer reuses
+them. A layer then costs one matmul into the stacked rank space, one broadcast multiply on
+``[batch, seq, E * r]`` and one ``addmm`` that adds the up-projection onto the base output
+without materializing the delta -- no loop over experts or tasks.
+
 "1 + N" export: for a fixed task ``w_t`` is a constant, hence ``B diag(w_t ⊗ 1_r) A`` restricted
 to the admissible experts is an ordinary LoRA of rank ``(n_common + n_specific) * r``; see
 :mod:`hammer_core.cgc_lora.export`.
@@ -28,8 +35,23 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from .config import CGCLoraConfig
+
+LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D)
+"""Layers CGC-LoRA can adapt: ``nn.Linear`` and transformers' ``Conv1D`` (GPT-2 style, weight
+stored transposed as ``[in, out]``)."""
+
+
+def linear_features(module: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of an ``nn.Linear`` or a transformers ``Conv1D``."""
+    if isinstance(module, Conv1D):
+        n_in, n_out = module.weight.shape
+        return int(n_in), int(n_out)
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    raise TypeError(f"CGC-LoRA adapts nn.Linear or transformers Conv1D layers, got {type(module).__name__}")
 
 
 def admissible_mask(config: CGCLoraConfig) -> torch.Tensor:
@@ -47,23 +69,29 @@ class TaskContext:
 
     One instance is shared by every :class:`CGCLoraLinear` of a model; :class:`CGCLoraModel`
     fills it around each ``forward`` / ``generate`` call (see :meth:`use`).
+
+    Within one :meth:`use` block the per-row gate weights are computed once per gate and
+    cached (:meth:`row_weights`); the block must therefore not span an optimizer step. A
+    nested :meth:`use` (as activation-checkpoint recomputation does) starts its own cache.
     """
 
     def __init__(self) -> None:
         self.task_ids: torch.Tensor | None = None
+        self._row_weights: dict[tuple[object, ...], torch.Tensor] = {}
 
     @contextmanager
     def use(self, task_ids: torch.Tensor | None) -> Iterator[None]:
-        """Set ``task_ids`` for the duration of the block, then restore the previous value."""
-        previous = self.task_ids
-        self.task_ids = task_ids
+        """Set ``task_ids`` (with a fresh weight cache) for the block, then restore the previous state."""
+        previous = (self.task_ids, self._row_weights)
+        self.task_ids, self._row_weights = task_ids, {}
         try:
             yield
         finally:
-            self.task_ids = previous
+            self.task_ids, self._row_weights = previous
 
     def clear(self) -> None:
         self.task_ids = None
+        self._row_weights = {}
 
     def for_batch(self, batch_size: int) -> torch.Tensor:
         """Task ids for an input of ``batch_size`` rows.
@@ -90,13 +118,38 @@ class TaskContext:
             f"be a multiple of the number of task ids"
         )
 
+    def row_weights(
+        self,
+        gate: CGCGate,
+        batch_size: int,
+        r_expert: int,
+        scaling: float,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """``scaling * w_{t(row)}`` repeated over each expert's ranks: ``[batch_size, E * r_expert]``.
+
+        Computed on first use within the current :meth:`use` block and then shared by every
+        layer that uses the same gate (part of the autograd graph when grad is enabled).
+        """
+        key = (id(gate), batch_size, r_expert, scaling, dtype, device, torch.is_grad_enabled())
+        weights = self._row_weights.get(key)
+        if weights is None:
+            task_ids = self.for_batch(batch_size).to(device)
+            per_row = gate()[task_ids] * scaling  # [batch, E], fp32
+            weights = per_row.to(dtype).repeat_interleave(r_expert, dim=-1)
+            self._row_weights[key] = weights
+        return weights
+
 
 class CGCGate(nn.Module):
     """Task gate: ``embed(t) -> Linear -> mask non-admissible experts with -inf -> softmax``.
 
     ``forward()`` returns the weights of every task, ``[n_tasks, E]``; rows sum to 1 and are
     exactly 0 on experts outside ``common ∪ specific(t)``. The projection starts at zero, so
-    each task initially mixes its admissible experts uniformly.
+    each task initially mixes its admissible experts uniformly. With a single admissible
+    expert per task (``n_common + n_specific == 1``, the LoRA baselines) the weight is the
+    constant 1, so the gate's parameters are frozen: there is nothing to learn.
     """
 
     admissible: torch.Tensor
@@ -110,6 +163,8 @@ class CGCGate(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         self.register_buffer("admissible", admissible_mask(config), persistent=False)
+        if config.n_common + config.n_specific == 1:
+            self.requires_grad_(False)
 
     def forward(self, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Gate weights (fp32) of ``task_ids`` (``[len, E]``), or of all tasks (``[n_tasks, E]``)."""
@@ -128,10 +183,11 @@ class CGCGate(nn.Module):
 
 
 class CGCLoraLinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a task-gated mixture of LoRA experts.
+    """A frozen linear layer plus a task-gated mixture of LoRA experts.
 
     Args:
-        base_layer: the linear layer to adapt (kept as ``self.base_layer``, like PEFT).
+        base_layer: the ``nn.Linear`` (or transformers ``Conv1D``) to adapt, kept as
+            ``self.base_layer`` like PEFT.
         config: the CGC-LoRA config.
         context: the task-id context shared by all layers of the model.
         gate: the gate to use. With ``owns_gate=True`` it is registered as the submodule
@@ -142,7 +198,7 @@ class CGCLoraLinear(nn.Module):
 
     def __init__(
         self,
-        base_layer: nn.Linear,
+        base_layer: nn.Module,
         config: CGCLoraConfig,
         context: TaskContext,
         gate: CGCGate,
@@ -151,11 +207,10 @@ class CGCLoraLinear(nn.Module):
         adapter_dtype: torch.dtype | None = torch.float32,
     ) -> None:
         super().__init__()
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"CGCLoraLinear wraps nn.Linear, got {type(base_layer).__name__}")
+        self.in_features, self.out_features = linear_features(base_layer)
         self.base_layer = base_layer
-        self.in_features = base_layer.in_features
-        self.out_features = base_layer.out_features
+        # Conv1D stores its weight as [in, out] (PEFT's ``fan_in_fan_out``); the adapter does not care.
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D)
         self.n_experts = config.n_experts
         self.r_expert = config.r_expert
         self.scaling = config.scaling
@@ -200,19 +255,23 @@ class CGCLoraLinear(nn.Module):
         if x.dim() < 2:
             raise RuntimeError(f"CGCLoraLinear expects a batched input [batch, ..., in], got shape {tuple(x.shape)}")
         result = self.base_layer(x)
-        batch = x.shape[0]
-        task_ids = self._context.for_batch(batch).to(self.lora_A.device)
-        dtype = self.lora_A.dtype
-        # [batch, E] -> [batch, E * r] -> [batch, 1, ..., E * r] (broadcast over the sequence).
-        weights = self.gate_weights()[task_ids].to(dtype)
-        weights = weights.repeat_interleave(self.r_expert, dim=-1)
-        weights = weights.view(batch, *([1] * (x.dim() - 2)), weights.shape[-1])
-        hidden = F.linear(self.lora_dropout(x.to(dtype)), self.lora_A)
-        delta = F.linear(hidden * weights, self.lora_B) * self.scaling
-        return result + delta.to(result.dtype)
+        lora_a, lora_b = self.lora_A, self.lora_B
+        dtype = lora_a.dtype
+        weights = self._context.row_weights(
+            self.get_gate(), x.shape[0], self.r_expert, self.scaling, dtype, lora_a.device
+        )  # [batch, E * r]: gate weight * scaling per row and rank, zero outside common ∪ specific(t)
+        hidden = F.linear(self.lora_dropout(x.to(dtype)), lora_a)  # [batch, ..., E * r]
+        hidden = hidden * weights.view(x.shape[0], *([1] * (x.dim() - 2)), weights.shape[-1])
+        if result.dtype == hidden.dtype and result.device == hidden.device:
+            # result + hidden @ B.T in one kernel: the [.., out] delta is never materialized.
+            flat = torch.addmm(
+                result.reshape(-1, self.out_features), hidden.reshape(-1, hidden.shape[-1]), lora_b.t()
+            )
+            return flat.view(result.shape)
+        return result + F.linear(hidden, lora_b).to(result.dtype)
 
     def extra_repr(self) -> str:
         return f"n_experts={self.n_experts}, r_expert={self.r_expert}, scaling={self.scaling:g}"
 
 
-__all__ = ["CGCGate", "CGCLoraLinear", "TaskContext", "admissible_mask"]
+__all__ = ["LINEAR_TYPES", "CGCGate", "CGCLoraLinear", "TaskContext", "admissible_mask", "linear_features"]

@@ -1,9 +1,9 @@
 """Injecting CGC-LoRA into a Hugging Face causal LM, and the wrapper that routes task ids.
 
-:func:`inject_cgc_lora` freezes the base model and replaces each targeted ``nn.Linear`` in
-place by a :class:`~hammer_core.cgc_lora.layer.CGCLoraLinear` (module paths are unchanged, so
-``<path>.lora_A`` / ``<path>.lora_B`` line up with PEFT's key names). Each adapted layer computes
-for a row of task ``t``::
+:func:`inject_cgc_lora` freezes the base model and replaces each targeted ``nn.Linear`` (or
+GPT-2-style ``Conv1D``) in place by a :class:`~hammer_core.cgc_lora.layer.CGCLoraLinear`
+(module paths are unchanged, so ``<path>.lora_A`` / ``<path>.lora_B`` line up with PEFT's key
+names). Each adapted layer computes for a row of task ``t``::
 
     h = W0 x + (alpha / r) * sum_{i in common ∪ specific(t)} w_{t,i} B_i A_i x
     w_t = softmax over the admissible experts of G(embed(t))
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .config import ALL_LINEAR, CGCLoraConfig
-from .layer import CGCGate, CGCLoraLinear, TaskContext
+from .layer import LINEAR_TYPES, CGCGate, CGCLoraLinear, TaskContext
 
 SHARED_GATE_NAME = "cgc_gate"
 """Attribute (and adapter-state-dict key prefix) of the shared gate on :class:`CGCLoraModel`."""
@@ -48,8 +48,11 @@ def _output_embedding_ids(model: nn.Module) -> set[int]:
 
 
 def find_target_modules(model: nn.Module, config: CGCLoraConfig) -> list[str]:
-    """Names of the ``nn.Linear`` modules of ``model`` that ``config.target_modules`` selects."""
-    linears = [(name, m) for name, m in model.named_modules() if name and isinstance(m, nn.Linear)]
+    """Names of the linear modules of ``model`` that ``config.target_modules`` selects.
+
+    Linear modules are ``nn.Linear`` and transformers' ``Conv1D`` (GPT-2 family).
+    """
+    linears = [(name, m) for name, m in model.named_modules() if name and isinstance(m, LINEAR_TYPES)]
     targets = config.target_modules
     if targets == ALL_LINEAR:
         heads = _output_embedding_ids(model)
@@ -63,8 +66,8 @@ def find_target_modules(model: nn.Module, config: CGCLoraConfig) -> list[str]:
         leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
         shown = names[:20] + ([f"... ({len(names) - 20} more)"] if len(names) > 20 else [])
         raise ValueError(
-            f"target_modules={targets!r} matched no nn.Linear module. Available Linear leaf names: "
-            f"{leaves}; Linear modules: {shown}"
+            f"target_modules={targets!r} matched no linear module (nn.Linear / Conv1D). Available leaf "
+            f"names: {leaves}; linear modules: {shown}"
         )
     return selected
 
@@ -282,18 +285,62 @@ class CGCLoraModel(nn.Module):
             # Reentrant checkpointing only back-propagates if a block input requires grad.
             self.base_model.enable_input_require_grads()
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
-        """Enable activation checkpointing on the base model, task-aware, with input grads on."""
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Enable activation checkpointing on the base model, task-aware, with input grads on.
+
+        ``kwargs`` (e.g. ``every_n_layers`` / ``offload``, as ``transformers.Trainer`` passes
+        them) go to the base model's own method.
+        """
         enable = getattr(self.base_model, "activation_checkpointing_enable", None)
         if enable is not None:  # transformers >= 5 (gradient_checkpointing_enable is deprecated)
-            enable(activation_checkpointing_kwargs=gradient_checkpointing_kwargs)
+            enable(activation_checkpointing_kwargs=activation_checkpointing_kwargs, **kwargs)
         else:
-            self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+            self.base_model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=activation_checkpointing_kwargs, **kwargs
+            )
         self._prepare_activation_checkpointing()
 
-    def forward(self, *args: Any, task_ids: TaskIds | None = None, **kwargs: Any) -> Any:
-        """Run the base model with ``task_ids`` (one per row, or one for the whole batch)."""
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """The transformers < 5 name of :meth:`activation_checkpointing_enable`."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *args: Any,
+        task_ids: TaskIds | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the base model with ``task_ids`` (one per row, or one for the whole batch).
+
+        The usual causal-LM inputs are named in the signature (as in PEFT's wrappers) because
+        ``transformers.Trainer`` keeps only the batch keys that ``forward`` names when
+        ``remove_unused_columns`` is on: a collator that emits ``task_ids`` next to
+        ``input_ids`` / ``attention_mask`` / ``labels`` reaches the layers unchanged. Other
+        keyword arguments go to the base model as they are.
+        """
         ids = self._task_ids_tensor(task_ids, "forward")
+        named = {
+            "labels": labels,
+            "inputs_embeds": inputs_embeds,
+            "position_ids": position_ids,
+            "past_key_values": past_key_values,
+        }
+        kwargs.update({key: value for key, value in named.items() if value is not None})
+        if args:  # extra positional inputs: keep the base model's own argument order
+            args = (input_ids, attention_mask, *args)
+        else:
+            kwargs.update({key: value for key, value in (("input_ids", input_ids), ("attention_mask", attention_mask))
+                           if value is not None})
         self._prepare_activation_checkpointing()
         with self.task_context.use(ids):
             return self.base_model(*args, **kwargs)
