@@ -1,0 +1,409 @@
+"""Evaluation: output parsing, Hammer's metrics, scoring prediction files (hammer eval score),
+the robustness study, reports, the eval stage with a real tiny model (trained and exported),
+and the comparison of two registered versions."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hammer_core import bfcl, evaluation, metrics, reports, robustness
+from hammer_core.evaluation import parse_calls, python_calls
+from hammer_core.schema import dumps
+from flows.cli import main as cli
+
+from .conftest import DEMO_CONFIG, REPO
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("text,calls", [
+    ('```\n[{"name": "f", "arguments": {"a": 1}}]\n```', [{"name": "f", "arguments": {"a": 1}}]),
+    ('Sure! Here you go: [{"name": "f", "arguments": {}}] hope it helps', [{"name": "f", "arguments": {}}]),
+    ('```json\n{"name": "f", "arguments": {"a": "x"}}\n```', [{"name": "f", "arguments": {"a": "x"}}]),
+    ("```\n[]\n```", []),
+    ("[math.add(a=1, b=-2.5), say(text='hi', to=[\"x\"])]",
+     [{"name": "math.add", "arguments": {"a": 1, "b": -2.5}}, {"name": "say", "arguments": {"text": "hi", "to": ["x"]}}]),
+    ("get(n=2**3, who=someone, opts={'k': (1, 2)})", [{"name": "get", "arguments": {"n": 8, "who": "someone",
+                                                                                  "opts": {"k": (1, 2)}}}]),
+    ("I cannot help with that.", None),
+    ('[{"name": "f", "arguments": "not a dict"}]', None),
+    ("", None),
+    ("```\n[{\"name\": \"f\", \"arguments\": {\"a\": 1}\n```", None),  # truncated JSON
+])
+def test_parse_calls(text, calls):
+    assert parse_calls(text) == calls
+
+
+def test_python_calls_never_evaluates_code():
+    assert python_calls("f(x=__import__('os').system('echo hi'))") == [
+        {"name": "f", "arguments": {"x": "__import__('os').system('echo hi')"}}]
+    assert python_calls("f(x=10**100000)") is None  # no giant arithmetic either
+
+
+# ---------------------------------------------------------------------------------------------- Hammer's metrics
+
+
+def C(name: str, **args) -> dict:
+    return {"name": name, "arguments": args}
+
+
+def test_hammer_metrics_by_hand():
+    pairs = [
+        ([C("f", a=1, b="x")], [C("f", a=1, b="y")]),  # name hit, 1 of 2 args
+        ([C("g", q="z")], [C("g", q="z"), C("g", q="z")]),  # the same right call twice: 2 name hits
+        ([C("h", a=1)], None),  # unparsable: one wrong predicted call
+        ([], []),  # no-call row, no call: irrelevance hit
+        ([], [C("f", a=2)]),  # no-call row with a call: irrelevance miss, a wrong call
+        ([C("k")], [C("k")]),  # argument-less: Hammer counts one argument hit
+        ([C("m", a="")], [C("m", a="", b="")]),  # "" arguments are ignored: no argument, no hit
+    ]
+    m = metrics.score_examples(pairs)
+    # names: gold 5 calls; predicted 1+2+1+0+1+1+1 = 7; hits 1+2+0+0+0+1+1 = 5
+    assert (m["name_precision"], m["name_recall"]) == (round(5 / 7, 6), 1.0)
+    assert m["name_f1"] == round(2 * (5 / 7) / (5 / 7 + 1), 6)
+    # args: gold 2+1+1 = 4 (the "" one ignored); predicted 2+2+1 = 5; hits 1 (f) + 1+1 (g twice) + 1 (k) = 4
+    assert (m["arg_precision"], m["arg_recall"]) == (0.8, 1.0)
+    assert m["irrelevance_accuracy"] == 0.5
+
+
+def test_hammer_metrics_are_zero_without_hits():
+    m = metrics.score_examples([([C("f", a=1)], [C("g", a=1)])])
+    assert m["name_f1"] == 0.0 and m["arg_f1"] == 0.0 and "irrelevance_accuracy" not in m
+
+
+# ---------------------------------------------------------------------------------------------- scoring files
+
+
+def _write(path: Path, lines: list) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def _answers(entry: bfcl.Entry) -> list[dict]:
+    return [{"name": n, "arguments": {p: next(v for v in vals if v != "") for p, vals in params.items()
+                                      if any(v != "" for v in vals)}}
+            for answer in entry.ground_truth for n, params in answer.items()]
+
+
+def test_score_bfcl_predictions_end_to_end(tmp_path):
+    entries = bfcl.load_category("parallel")[:30]
+    rng = random.Random(0)
+    lines, expected = [], {}
+    for i, e in enumerate(entries[:-1]):  # the last id gets no prediction
+        calls = _answers(e)
+        rng.shuffle(calls)  # parallel calls match in any order
+        if i % 3 == 0:
+            calls = calls[:1]  # wrong count
+        if i % 4 == 0:
+            lines.append({"id": e.id, "text": "Here:\n```json\n" + json.dumps(calls) + "\n```"})
+        else:
+            lines.append({"id": e.id, "calls": calls})
+        expected[e.id] = i % 3 != 0
+    lines.append({"id": "parallel_999999", "text": "nonsense"})  # an id the dataset does not have
+    preds = _write(tmp_path / "preds.jsonl", lines)
+    out = tmp_path / "report.json"
+    assert cli(["eval", "score", "--dataset", "bfcl:parallel", "--predictions", str(preds), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["total"] == 200 and report["missing_predictions"] == 171
+    assert report["unmatched_predictions"] == ["parallel_999999"]
+    verdicts = {v["id"]: v for v in report["verdicts"]}
+    wrong = [i for i, ok in expected.items() if verdicts[i]["valid"] != ok]
+    assert len(wrong) <= 2, [verdicts[i] for i in wrong]  # BFCL's own data has a rare inconsistent answer
+    assert all(verdicts[i]["rule"] == "parallel_function_checker_no_order:wrong_count"
+               for i, ok in expected.items() if not ok)
+    assert verdicts[entries[-1].id]["rule"] == "missing_prediction"
+    assert report["categories"]["parallel"]["correct"] == report["correct"] == sum(v["valid"] for v in verdicts.values())
+    assert "| parallel | 200 |" in out.with_suffix(".md").read_text()
+
+
+def test_score_reports_unparsable_text_as_no_call(tmp_path):
+    irr = bfcl.load_category("irrelevance")[:2]
+    simple = bfcl.load_category("simple_python")[:1]
+    preds = _write(tmp_path / "p.jsonl", [{"id": irr[0].id, "text": "No function fits."},
+                                          {"id": irr[1].id, "calls": [{"name": "x", "arguments": {}}]},
+                                          {"id": simple[0].id, "text": "I think you want the area."}])
+    report = evaluation.score_predictions("bfcl:irrelevance,simple_python", preds)
+    v = {x["id"]: x for x in report["verdicts"]}
+    assert v[irr[0].id]["valid"] and v[irr[0].id]["parse_failed"]
+    assert v[irr[1].id]["rule"] == "irrelevance_error:decoder_success"
+    assert v[simple[0].id]["rule"] == "ast_decoder:decoder_failed" and v[simple[0].id]["parse_failed"]
+    assert report["parse_failures"] == 2
+
+
+@pytest.mark.parametrize("line,message", [
+    ("{not json", "p.jsonl:2: not valid JSON"),
+    ('{"calls": []}', "p.jsonl:2: a prediction must be an object with an 'id'"),
+    ('{"id": "a", "answer": []}', "p.jsonl:2: a prediction needs 'calls'"),
+    ('{"id": "simple_python_0", "calls": []}', "p.jsonl:2: duplicate prediction for id 'simple_python_0' "
+                                               "(first on line 1)"),
+])
+def test_bad_prediction_lines_are_named(tmp_path, line, message, capsys):
+    preds = _write(tmp_path / "p.jsonl", [{"id": "simple_python_0", "calls": []}, line])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluation.read_predictions(preds)
+    assert cli(["eval", "score", "--dataset", "bfcl:simple", "--predictions", str(preds),
+                "--out", str(tmp_path / "r.json")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_score_own_heldout_rows_with_hammer_metrics(tmp_path):
+    from hammer_core.artifacts import write_table
+    from hammer_core.schema import examples_table
+
+    tools = json.dumps([{"name": "fx", "description": "Exchange rate.", "parameters": {"type": "object", "properties": {
+        "base": {"type": "string"}, "quote": {"type": "string", "default": "USD"}}, "required": ["base"]}}])
+    rows = [{"id": f"r{i}", "source": "s", "task": "finance", "messages": [{"role": "user", "content": "q"}],
+             "tools": tools, "calls": json.dumps([{"name": "fx", "arguments": {"base": cur}}] if cur else [])}
+            for i, cur in enumerate(["EUR", "GBP", None])]
+    data = write_table(examples_table(rows), tmp_path / "eval.parquet", kind="examples")
+    preds = _write(tmp_path / "p.jsonl", [{"id": "r0", "calls": [{"name": "fx", "arguments": {"base": "eur"}}]},
+                                          {"id": "r1", "text": '[{"name": "fx", "arguments": {"base": "JPY"}}]'},
+                                          {"id": "r2", "text": "[]"}])
+    report = evaluation.score_predictions(str(tmp_path), preds, tmp_path / "r.json")
+    assert data.path.exists()
+    v = {x["id"]: x for x in report["verdicts"]}
+    assert v["r0"]["valid"]  # BFCL string normalization: case does not matter
+    assert v["r1"]["rule"] == "value_error:string"
+    assert v["r2"]["valid"] and v["r2"]["category"] == "irrelevance"
+    assert report["tasks"]["finance"]["correct"] == 2
+    h = report["hammer"]
+    assert h["rows"] == 3 and h["name_f1"] == 1.0 and h["irrelevance_accuracy"] == 1.0
+    assert h["arg_recall"] == 0.0  # Hammer compares str(value) exactly: "eur" != "EUR"
+
+
+def test_score_throughput_is_not_pathological(tmp_path):
+    """Not a timing assert: the checker does a bounded amount of work per prediction (see
+    benchmarks/bench_score.py for the speed); here, every live_multiple prediction is scored."""
+    entries = bfcl.load_category("live_multiple")
+    preds = _write(tmp_path / "p.jsonl", [{"id": e.id, "calls": _answers(e)} for e in entries])
+    report = evaluation.score_predictions("bfcl:live_multiple", preds)
+    assert report["total"] == 1053 and report["accuracy"] > 0.95
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+
+
+ROW = {"id": "r1", "task": "t", "source": "s", "variant": "original", "messages": [{"role": "user", "content": "q"}],
+       "tools": json.dumps([
+           {"name": "get_weather", "description": "Weather for a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City."},
+                                                            "days": {"type": "integer"}}, "required": ["city"]}},
+           {"name": "get_time", "description": "Time in a zone.",
+            "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}]),
+       "calls": json.dumps([{"name": "get_weather", "arguments": {"city": "Oslo", "days": 2}}])}
+
+
+@pytest.mark.parametrize("mode", robustness.MODES)
+def test_renaming_keeps_the_row_consistent(mode):
+    out = robustness.rename_row(ROW, mode, seed=3)
+    assert out == robustness.rename_row(ROW, mode, seed=3)  # deterministic
+    assert out != robustness.rename_row(ROW, mode, seed=4)
+    tools, calls = json.loads(out["tools"]), json.loads(out["calls"])
+    old_tools = json.loads(ROW["tools"])
+    assert [t["description"] for t in tools] == [t["description"] for t in old_tools]
+    fn_renamed = [t["name"] != o["name"] for t, o in zip(tools, old_tools)]
+    assert all(fn_renamed) is (mode != "parameter") and any(fn_renamed) is (mode != "parameter")
+    props = tools[0]["parameters"]["properties"]
+    assert (list(props) == ["city", "days"]) is (mode == "function")
+    assert [p["type"] for p in props.values()] == ["string", "integer"]
+    assert tools[0]["parameters"]["required"] == [list(props)[0]]
+    assert calls == [{"name": tools[0]["name"], "arguments": dict(zip(props, ["Oslo", 2]))}]
+    assert out["parent_id"] == "r1" and out["id"] == f"r1~rb-{mode}"
+    # the renamed gold call is still the right answer under BFCL's rules
+    assert bfcl.check_entry(bfcl.entry_from_row(out), evaluation.as_bfcl(calls)).valid
+
+
+def test_accuracy_drops_compare_the_same_rows():
+    drops = robustness.accuracy_drops({"a": True, "b": True, "c": False},
+                                      {"function": {"a": False, "b": True}, "both": {}})
+    assert drops["function"] == {"rows": 2, "original": 1.0, "renamed": 0.5, "drop": 0.5}
+    assert drops["both"]["rows"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- reports
+
+
+def test_reports_write_markdown_and_pngs(tmp_path):
+    m = {"eval_rows": 10, "no_call_rows": 2, "exact_match": 0.5, "call_accuracy": 0.5, "irrelevance_accuracy": 1.0,
+         "ast_accuracy": 0.6, "exact_match/a": 0.5, "ast_accuracy/a": 0.6, "name_f1": 0.7, "arg_f1": 0.4}
+    rb = {"function": {"rows": 10, "original": 0.6, "renamed": 0.3, "drop": 0.3}}
+    bf = {"task": "a", "categories": {"simple_python": {"total": 4, "correct": 1, "accuracy": 0.25, "parse_failures": 0},
+                                      "live_relevance": {"total": 2, "correct": 2, "accuracy": 1.0,
+                                                         "parse_failures": 0}},
+          "summary": {"relevance": 1.0}}
+    path = reports.write_eval_report(tmp_path, m, robustness=rb, bfcl=bf)
+    text = path.read_text()
+    assert "| function | 10 | 0.600 | 0.300 | 0.300 |" in text
+    assert "| held-out: no call | 2 | 1.000 |" in text and "| BFCL relevance | 2 | 1.000 |" in text
+    assert "| simple_python | 4 | 1 | 0.250 | 0 |" in text
+    for png in ("accuracy_by_category.png", "relevance.png", "robustness.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+        assert f"]({png})" in text
+    md = reports.comparison_markdown("x", ("v1", "v2"), {"a": 0.5, "b": 1.0}, {"a": 0.75})
+    assert "| a | 0.500 | 0.750 | +0.250 |" in md and "| b | 1.000 |  |  |" in md
+
+
+# ---------------------------------------------------------------------------------------------- the eval stage
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real tiny CGC-LoRA model (random, non-zero experts: what matters here is that generation,
+    parsing and scoring agree, not accuracy), its 1 + N export, and an eval split of the sample."""
+    import torch
+
+    from hammer_core import stages
+    from hammer_core.artifacts import atomic_write_json, write_table
+    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
+    from hammer_core.config import load_config
+    from hammer_core.irrelevance import strip_gold_tools
+    from hammer_core.modeling import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.schema import examples_table
+    from hammer_core.tokenization import TOKENS_SCHEMA, tokenize_rows
+
+    root = tmp_path_factory.mktemp("evalrun")
+    sample = REPO / "data" / "sample"
+    cfg = load_config(DEMO_CONFIG, [
+        f"output_dir={root}", "prepare.max_length=2048",
+        f"data.sources=[{{path: {sample / 'travel.jsonl'}, task: travel, max_rows: 6}}, "
+        f"{{path: {sample / 'finance.jsonl'}, task: finance, max_rows: 6}}]",
+        "eval.max_examples=5", "eval.max_new_tokens=6", "eval.batch_size=8", "eval.robustness_max_examples=2",
+        "eval.bfcl_categories=[simple_python,irrelevance]", "eval.bfcl_max_examples=1"])
+    examples = stages.ingest(cfg, root / "ingest").examples.read().to_pylist()
+    rows = [examples[0], strip_gold_tools(examples[1]), *examples[2:4], examples[-1], examples[-2]]
+    tokenizer = load_tiny_tokenizer()
+    tokens, _ = tokenize_rows(rows, tokenizer, cfg.prepare.max_length)
+    prep = root / "prepare"
+    write_table(examples_table(rows), prep / "eval.parquet", kind="examples")
+    write_table(pa.Table.from_pylist(tokens, schema=TOKENS_SCHEMA), prep / "eval_tokens.parquet",
+                kind="tokens")
+
+    train = root / "train"
+    base = build_tiny_model(len(tokenizer), seed=0)
+    base.save_pretrained(train / "base_model", safe_serialization=True)
+    tokenizer.save_pretrained(train / "tokenizer")
+    model = inject_cgc_lora(base, CGCLoraConfig(tasks=sorted({r["task"] for r in rows})))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.normal_(0, 0.5)
+    save_cgc_lora(model, train / "adapter")
+    atomic_write_json(train / "train_summary.json", {"base_model": str(train / "base_model")})
+    stages.export(train, root / "export")
+    return cfg, root
+
+
+def test_eval_stage_writes_metrics_predictions_robustness_bfcl_and_report(trained):
+    from hammer_core import stages
+
+    cfg, root = trained
+    res = stages.evaluate(cfg, root / "train", root / "prepare", root / "eval", progress=False)
+    m = json.loads((root / "eval" / "metrics.json").read_text())
+    assert m == res.metrics and m["eval_rows"] == 5 and m["no_call_rows"] == 1
+    for key in ("exact_match", "call_accuracy", "irrelevance_accuracy", "parse_failure_rate", "ast_accuracy",
+                "name_f1", "arg_f1", "robustness/both/drop", "bfcl/simple_python", "bfcl/irrelevance"):
+        assert 0.0 <= m[key] <= 1.0 or key.endswith("drop"), key
+    preds = pq.read_table(root / "eval" / "predictions.parquet").to_pylist()
+    assert len(preds) == 5
+    assert m["exact_match"] == round(sum(p["correct"] for p in preds) / 5, 6)
+    assert m["ast_accuracy"] == round(sum(p["ast_correct"] for p in preds) / 5, 6)
+    assert m["parse_failure_rate"] == round(sum(p["predicted"] is None for p in preds) / 5, 6)
+    rows = {r["id"]: r for r in pq.read_table(root / "prepare" / "eval.parquet").to_pylist()}
+    for p in preds:  # every verdict is reproducible from the stored output
+        parsed = parse_calls(p["output"])
+        assert p["predicted"] == (None if parsed is None else dumps(parsed))
+        r = rows[p["id"]]
+        exact, verdict = evaluation.judge(r["id"], r["tools"], r["calls"], r["messages"], parsed)
+        assert (p["correct"], p["ast_correct"], p["ast_rule"]) == (exact, verdict.valid, verdict.rule or None)
+
+    rb = pq.read_table(root / "eval" / "robustness.parquet").to_pylist()
+    assert sorted({r["mode"] for r in rb}) == sorted(robustness.MODES)
+    assert all(r["parent_id"] in {p["id"] for p in preds[:2]} for r in rb)
+    study = json.loads((root / "eval" / "robustness.json").read_text())
+    for mode, v in study.items():
+        assert v["drop"] == round(v["original"] - v["renamed"], 6) == m[f"robustness/{mode}/drop"]
+
+    bf = pq.read_table(root / "eval" / "bfcl_predictions.parquet").to_pylist()
+    assert [r["category"] for r in bf] == ["simple_python", "irrelevance"]
+    assert m["bfcl/irrelevance"] == float(bf[1]["valid"]) and m["bfcl/simple_python"] == float(bf[0]["valid"])
+    report = (root / "eval" / "report.md").read_text()
+    assert res.report == root / "eval" / "report.md"
+    assert "## Robustness" in report and "## BFCL (adapter: finance)" in report
+    for png in ("accuracy_by_category.png", "relevance.png", "robustness.png"):
+        assert (root / "eval" / png).stat().st_size > 2000
+
+
+def test_exported_adapters_generate_what_the_trained_model_generates(trained):
+    _, root = trained
+    toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()
+    prompts, tasks = [t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks]
+    from_train = evaluation.Generator(root / "train")
+    from_export = evaluation.Generator(root / "export")
+    assert (from_train.kind, from_export.kind) == ("cgc_lora", "peft") and from_train.tasks == from_export.tasks
+    a = from_train.generate(prompts, tasks, max_new_tokens=6, batch_size=4, progress=False)
+    b = from_export.generate(prompts, tasks, max_new_tokens=6, batch_size=4, progress=False)
+    assert a == b and len(set(a)) > 1  # per-task adapters switch with the rows' tasks
+    with pytest.raises(ValueError, match=r"tasks \['nope'\] that the adapter was not trained on"):
+        from_export.generate(prompts[:1], ["nope"], max_new_tokens=2, batch_size=1, progress=False)
+
+
+def test_legacy_eval_cli_form_still_works(trained, capsys):
+    cfg, root = trained
+    rc = cli(["eval", "--config", str(DEMO_CONFIG), "--input", str(root / "prepare"), "--model", str(root / "train"),
+              "--out", str(root / "eval_cli"), "--set", "eval.max_examples=2", "--set", "eval.max_new_tokens=4",
+              "--set", "eval.robustness=false"])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["eval_rows"] == 2 and (root / "eval_cli" / "report.md").exists()
+    assert cli(["eval", "--config", str(DEMO_CONFIG), "--input", str(root / "prepare")]) == 2
+    assert "hammer eval needs --model, --out" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+def test_compare_two_registered_versions(tmp_path):
+    from mlflow import MlflowClient
+
+    from hammer_core.config import config_from_dict
+    from hammer_core.registry import compare_versions
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = config_from_dict({"registry": {"tracking_uri": uri, "model_name": "cmp"}})
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("cmp", artifact_location=(tmp_path / "art").as_uri())
+    client.create_registered_model("cmp")
+    for acc in (0.5, 0.75):
+        run = client.create_run(exp)
+        client.log_metric(run.info.run_id, "eval/ast_accuracy", acc)
+        client.log_metric(run.info.run_id, "train/loss", 1.0)
+        client.set_terminated(run.info.run_id)
+        mv = client.create_model_version("cmp", source=(tmp_path / "art").as_uri(), run_id=run.info.run_id)
+    client.set_registered_model_alias("cmp", "candidate", mv.version)
+    res = compare_versions(cfg, 1, "@candidate")
+    assert res["a"]["metrics"] == {"ast_accuracy": 0.5} and res["b"]["version"] == 2
+    assert res["delta"] == {"ast_accuracy": 0.25}
+    assert "| ast_accuracy | 0.500 | 0.750 | +0.250 |" in res["markdown"]
+
+
+@pytest.mark.slow
+def test_pipeline_logs_the_eval_report_and_plots(pipeline_run):
+    from mlflow import MlflowClient
+
+    result, run_dir, _ = pipeline_run
+    reg = result["registry"]
+    client = MlflowClient(tracking_uri=reg["tracking_uri"])
+    logged = {Path(a.path).name for a in client.list_artifacts(reg["run_id"], "eval")}
+    assert {"metrics.json", "report.md", "accuracy_by_category.png", "relevance.png", "robustness.png",
+            "robustness.json", "predictions.parquet"} <= logged
+    metrics_ = client.get_run(reg["run_id"]).data.metrics
+    assert {"eval/ast_accuracy", "eval/name_f1", "eval/robustness/both/drop"} <= set(metrics_)
+    assert "## Robustness" in (run_dir / "eval" / "report.md").read_text()
