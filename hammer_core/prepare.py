@@ -1,37 +1,89 @@
-"""The prepare stage: split, irrelevance synthesis, masking, rendering and tokenization.
+"""The prepare stage: split, irrelevance synthesis, masking, rendering and tokenization, streamed.
 
 Input: the canonical ``examples.parquet`` from ingestion. Output folder:
 
-* ``train.parquet`` / ``eval.parquet`` -- canonical rows (train: originals + irrelevance rows,
-  masked per Hammer's recipe; eval: originals + irrelevance rows, never masked);
-* ``train_tokens.parquet`` / ``eval_tokens.parquet`` -- token ids and prompt length;
+* ``train.parquet`` / ``eval.parquet`` -- canonical rows (train: originals + synthesized "no
+  call" rows, ``copies`` times, masked per Hammer's recipe; eval: originals + synthesized rows,
+  never masked, one copy);
+* ``train_tokens.parquet`` / ``eval_tokens.parquet`` -- ``id, task, input_ids, n_prompt``, one
+  row per row of ``train`` / ``eval`` (same order);
 * ``rejects.parquet`` -- rows over the token budget, with the reason;
 * ``summary.json``.
 
 The split is by row id (hashed with the seed), decided before any synthesis, so no
 irrelevance or masked variant of an eval row can leak into training.
+
+How it runs
+-----------
+The input is read in blocks of :data:`BLOCK_ROWS` rows. Pass 1 hands each block to an
+:class:`Engine` (the first one in this process, the others to forked workers, which thereby
+start with its compiled tools and cached tokens); the engine splits the block, masks, renders
+and tokenizes every copy of every original row, and returns the output rows with a small
+analysis (irrelevance eligibility, the rows' tools). The main process then picks the rows to
+synthesize from (:func:`hammer_core.irrelevance.select_rows`, one global choice per split) and
+pass 2 re-reads the input and hands those rows, with their plan, to the engines. Outputs are
+written as they come back, in order, by background writer threads, in row groups of exactly
+:data:`ROW_GROUP_ROWS` rows; memory does not grow with the corpus beyond the pass-1 analysis
+(a few dozen bytes a row, plus the tool pool when hard negatives are on).
+
+Where the time goes: a row's tools are cut at ``},{"name":`` and looked up among compiled
+tools (:class:`hammer_core.masking.ToolCache`); masked tools, prompts and answers are filled
+templates (no JSON parsing or writing per row); tokens are cached per prompt fragment
+(:class:`hammer_core.tokenization.FragmentTokenizer`). What remains per row is Python: the
+calls (parsed with orjson), the masks, the assembly of the fragments.
+
+Order and determinism. Within a split, rows come out as: the original rows, then the
+synthesized rows (in the order of their source rows); the ``copies`` of a block of
+:data:`BLOCK_ROWS` source rows are written together (copy 0 of the block, then copy 1, ...):
+the trainer shuffles anyway, and a row's copies sharing a worker is what lets its query be
+tokenized once. Every random draw depends only on (seed, copy, row id, position) (see
+:mod:`hammer_core.masking`), blocks and row groups have fixed sizes, and the workers' results
+are written in submission order, so the artifacts are byte-identical for any number of
+workers -- ``prepare.workers`` only changes the speed.
+
+Checks. Rows are valid by construction (and property-tested against a naive oracle); every
+64th output row and every row whose tools were trimmed is re-validated with the ingestion
+validator (a failure is a bug and stops the stage), and every 1024th tokenized row is compared
+with whole-text tokenization.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
-from collections import Counter
-from dataclasses import dataclass
+import multiprocessing as mp
+import os
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from hammer_core.artifacts import Artifact, atomic_write_json, write_table
+from hammer_core.artifacts import Artifact, ArtifactWriter, atomic_write_json
 from hammer_core.config import PipelineConfig
 from hammer_core.formats import RowError
-from hammer_core.irrelevance import synthesize_irrelevance
-from hammer_core.masking import mask_rows
-from hammer_core.modeling import load_tokenizer
-from hammer_core.schema import REJECT_SCHEMA, dumps, examples_table
-from hammer_core.tokenization import TOKENS_SCHEMA, tokenize_rows
+from hammer_core.irrelevance import Eligibility, ToolPool, eligibility, plan_counts, select_rows, synthesize
+from hammer_core.masking import (CompiledTool, Masker, RowView, ToolCache, copy_keys, dedup_by_name,
+                                 output_identity, parse_json, plain_view, row_keys, streams, words_needed)
+from hammer_core.prompts import prompt_fragments, target_fragments
+from hammer_core.schema import EXAMPLE_SCHEMA, MESSAGE_TYPE, REJECT_SCHEMA, dumps
+from hammer_core.tokenization import TOKENS_SCHEMA, FragmentTokenizer, check_chat_template_tools, \
+    encode_chat_template, tokens_table, too_long_detail
 from hammer_core.validation import validate_example
+
+BLOCK_ROWS = 4096  # source rows per task (fixed: it is part of the output order)
+ROW_GROUP_ROWS = 16_384  # rows per output row group (fixed: same bytes for any batching)
+VALIDATE_EVERY = 64
+SPOT_CHECK_EVERY = 1024
+SPLITS = ("train", "eval")
+_MESSAGES = pa.list_(pa.field("item", MESSAGE_TYPE, nullable=False))
 
 
 @dataclass
@@ -56,81 +108,652 @@ def split_rows(rows: list[dict[str, Any]], seed: int, fraction: float) -> tuple[
     return train, evals
 
 
-def build_train_mix(rows: list[dict[str, Any]], cfg: PipelineConfig) -> list[dict[str, Any]]:
-    p = cfg.prepare
-    mix = rows + synthesize_irrelevance(rows, p.irrelevance_ratio, cfg.seed)
-    return mask_rows(mix, p.mask_prob, cfg.seed, p.copies)
+# --------------------------------------------------------------------------- the recipe
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a worker needs to turn rows into outputs (picklable)."""
+
+    seed: int
+    eval_fraction: float
+    mask_prob: float
+    copies: int
+    name_pool_size: int
+    max_length: int
+    length_policy: str
+    prompt_format: str
+    fast_tokenization: bool
+    hard_negatives: bool
+    tokenize: bool = True  # False: render the prompts but stop before tokens (benchmarks, dry runs)
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, tokenize: bool = True) -> "Recipe":
+        p = cfg.prepare
+        return cls(seed=cfg.seed, eval_fraction=p.eval_fraction, mask_prob=p.mask_prob, copies=p.copies,
+                   name_pool_size=p.name_pool_size, max_length=p.max_length, length_policy=p.length_policy,
+                   prompt_format=p.prompt_format, fast_tokenization=p.fast_tokenization,
+                   hard_negatives=p.hard_negative_ratio > 0, tokenize=tokenize)
 
 
-def build_eval_set(rows: list[dict[str, Any]], cfg: PipelineConfig) -> list[dict[str, Any]]:
-    return rows + synthesize_irrelevance(rows, cfg.prepare.irrelevance_ratio, cfg.seed + 1)
+@dataclass
+class SplitOutput:
+    """One split's share of a block's results."""
+
+    examples: pa.Table
+    tokens: pa.Table
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)  # rows, no_call, trimmed, tokens...
+    by_variant: Counter = field(default_factory=Counter)
+    by_task: Counter = field(default_factory=Counter)
+    max_len: int = 0
 
 
-def _check(rows: list[dict[str, Any]], stage: str) -> None:
-    """Every synthesized row must still pass the ingestion validator; a failure is a bug."""
-    for r in rows:
+@dataclass
+class Analysis:
+    """Pass-1 facts about one split's source rows of a block (for irrelevance selection)."""
+
+    index: np.ndarray  # the rows' positions in the input
+    ids: list[str]
+    elig: list[Eligibility]
+    no_call: int
+    tools: list[list[int]] | None = None  # the rows' tool digests (hard negatives only)
+
+
+@dataclass
+class BlockResult:
+    outputs: dict[str, SplitOutput]
+    analysis: dict[str, Analysis] = field(default_factory=dict)
+    new_tools: dict[int, str] = field(default_factory=dict)  # pool tools first seen by this worker
+
+
+class Engine:
+    """One process's state (tool cache, masker, tokenizer) and the per-block work."""
+
+    def __init__(self, recipe: Recipe, tokenizer: Any) -> None:
+        self.recipe = recipe
+        self.cache = ToolCache()
+        self.masker = Masker.from_config(recipe.seed, recipe.mask_prob, recipe.name_pool_size)
+        self.tokenizer = tokenizer
+        self.frag: FragmentTokenizer | None = None  # None: chat_template format, or no tokens
+        if recipe.tokenize and recipe.prompt_format == "chat_template":
+            check_chat_template_tools(tokenizer)
+        elif recipe.tokenize:
+            self.frag = FragmentTokenizer(tokenizer, fast=recipe.fast_tokenization)
+        self.reported: set[int] = set()
+
+    @property
+    def tokenization(self) -> str:
+        if not self.recipe.tokenize:
+            return "none"
+        return "chat_template" if self.frag is None else "fragments" if self.frag.fast else "whole"
+
+    # -- pass 1 -----------------------------------------------------------------------------
+    def originals(self, table: pa.Table, start: int) -> BlockResult:
+        """Outputs and analysis of a block of source rows (input positions from ``start``)."""
+        rows = _Columns(table)
+        r = self.recipe
+        evals = np.array([is_eval(i, r.seed, r.eval_fraction) for i in rows.ids], dtype=bool)
+        parsed = [self._parse(rows, i) for i in range(len(rows.ids))]
+        result = BlockResult({})
+        for split, members in (("train", np.flatnonzero(~evals)), ("eval", np.flatnonzero(evals))):
+            idx = members.tolist()
+            elig = [eligibility(parsed[i][0], parsed[i][1]) for i in idx]
+            tools = None
+            if r.hard_negatives:
+                tools = [[t.digest for t in parsed[i][0]] for i in idx]
+                for i in idx:
+                    for t in parsed[i][0]:
+                        if t.digest not in self.reported:
+                            self.reported.add(t.digest)
+                            result.new_tools[t.digest] = t.text
+            result.analysis[split] = Analysis(index=members + start, ids=[rows.ids[i] for i in idx], elig=elig,
+                                              no_call=sum(not parsed[i][1] for i in idx), tools=tools)
+            result.outputs[split] = self._emit(rows, idx, parsed, split)
+        return result
+
+    # -- pass 2 -----------------------------------------------------------------------------
+    def synthesized(self, table: pa.Table, splits: Sequence[str], plans: Sequence[tuple[str, list[str] | None]]
+                    ) -> BlockResult:
+        """Outputs of the rows synthesized from a block of source rows, one plan each."""
+        src = _Columns(table)
+        out_rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        for i, (split, (variant, rep_texts)) in enumerate(zip(splits, plans)):
+            tools, calls = self._parse(src, i)
+            reps = None if rep_texts is None else [self._compile(t) for t in rep_texts]
+            gold = eligibility(tools, calls).gold
+            if not gold:
+                raise AssertionError(f"row {src.ids[i]!r} was selected for {variant} but has no gold tool")
+            out_rows[split].append(synthesize(src.row(i), tools, gold, (variant, reps)))
+        result = BlockResult({})
+        for split, synth in out_rows.items():
+            cols = _Columns(pa.Table.from_pylist(synth, schema=EXAMPLE_SCHEMA))
+            idx = list(range(len(synth)))
+            result.outputs[split] = self._emit(cols, idx, [self._parse(cols, i) for i in idx], split)
+        return result
+
+    # -- the recipe for a list of rows ------------------------------------------------------
+    def _compile(self, text: str) -> CompiledTool:
+        ct = self.cache.get(text)
+        if ct is None:
+            raise ValueError(f"not a tool: {text[:200]}")
+        return ct
+
+    def _parse(self, rows: "_Columns", i: int) -> tuple[list[CompiledTool], list[dict[str, Any]]]:
         try:
-            validate_example(r)
-        except RowError as err:
-            raise AssertionError(f"{stage} produced an invalid row {r['id']}: "
-                                 f"{err.reason}: {err.detail}") from err
+            return self.cache.split(rows.tools[i]), parse_json(rows.calls[i])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"row {rows.ids[i]!r} is not a canonical row ({err}); "
+                             "was examples.parquet written by `hammer ingest`?") from err
+
+    def _emit(self, rows: "_Columns", idx: list[int], parsed: list, split: str) -> SplitOutput:
+        """Every copy of rows ``idx``: views, canonical rows, tokens, length policy."""
+        r = self.recipe
+        masked = split == "train" and r.mask_prob > 0
+        copies = r.copies if split == "train" else 1
+        if not idx:
+            return SplitOutput(EXAMPLE_SCHEMA.empty_table(), TOKENS_SCHEMA.empty_table() if r.tokenize else None)
+        tools = [dedup_by_name(parsed[i][0]) if masked else parsed[i][0] for i in idx]
+        base = row_keys(r.seed, [rows.ids[i] for i in idx])
+        counts = np.array([words_needed(t) for t in tools], dtype=np.int64)
+        views: list[tuple[int, int, RowView]] = []  # (copy, row, view), block-major
+        masker = self.masker
+        for k in range(copies):
+            keys = copy_keys(base, k)
+            words = streams(keys, counts) if masked else None
+            hit = [j for j in range(len(idx)) if masked and masker.is_masked(words[j])]
+            names = dict(zip(hit, masker.draw_names([(words[j], tools[j]) for j in hit])))
+            for j, i in enumerate(idx):
+                calls = parsed[i][1]
+                if j in names:
+                    view = masker.mask(int(keys[j]), words[j], tools[j], calls, rows.messages(i), names[j])
+                else:
+                    view = plain_view(tools[j], calls)
+                views.append((k, i, view))
+        encoded = self._tokenize(rows, views)
+        return self._assemble(rows, views, encoded, split)
+
+    def _tokenize(self, rows: "_Columns", views: list[tuple[int, int, RowView]],
+                  check: bool = True) -> list[tuple[bytes, bytes]]:
+        if not self.recipe.tokenize:  # render only: the prompt and answer texts, no tokens
+            for _, i, v in views:
+                "".join(prompt_fragments(v, v.messages or rows.messages(i)))
+                "".join(target_fragments(v))
+            return [(b"", b"")] * len(views)
+        if self.frag is None:
+            return encode_chat_template(self.tokenizer, [
+                (v.messages or rows.messages(i), json.loads(v.tools_json()), json.loads(v.calls_json()))
+                for _, i, v in views])
+        frag = self.frag
+        prompts = [frag.wrap_prompt(prompt_fragments(v, v.messages or rows.messages(i))) for _, i, v in views]
+        targets = [target_fragments(v) for _, _, v in views]
+        encoded = frag.encode(prompts, targets)
+        for n in range(0, len(views) if check else 0, SPOT_CHECK_EVERY):
+            frag.check(prompts[n], targets[n], encoded[n], rows.ids[views[n][1]])
+        return encoded
+
+    def _assemble(self, rows: "_Columns", views: list[tuple[int, int, RowView]],
+                  encoded: list[tuple[bytes, bytes]], split: str) -> SplitOutput:
+        r = self.recipe
+        limit = 4 * r.max_length
+        out = SplitOutput(examples=None, tokens=None)  # type: ignore[arg-type]
+        src, new_tools, new_calls, new_msgs = [], [], [], []
+        ids, variants, parents, kept_enc = [], [], [], []
+        n_in = rows.n
+        no_call = 0
+        for n, ((k, i, view), enc) in enumerate(zip(views, encoded)):
+            trimmed = False
+            if len(enc[0]) + len(enc[1]) > limit:
+                fitted = self._trim(rows, i, view) if r.length_policy == "truncate_tools" else None
+                if fitted is None:
+                    rid = output_identity(rows.ids[i], rows.variants[i], rows.parents[i], k, view.masked)[0]
+                    out.rejects.append(_reject(rows, i, rid, view, split, enc, r.max_length))
+                    continue
+                view, enc, trimmed = fitted[0], fitted[1], True
+            rid, variant, parent = output_identity(rows.ids[i], rows.variants[i], rows.parents[i], k, view.masked)
+            if trimmed:
+                variant += "+trimmed"
+                out.counts["trimmed"] += 1
+            ids.append(rid)
+            variants.append(variant)
+            parents.append(parent)
+            src.append(i)
+            if view.masked or trimmed:
+                new_tools.append((len(src) - 1, view.tools_json()))
+                new_calls.append((len(src) - 1, view.calls_json()))
+            if view.messages is not None:
+                new_msgs.append((len(src) - 1, view.messages))
+            kept_enc.append(enc)
+            if not view.calls:
+                no_call += 1
+            if trimmed or not n % VALIDATE_EVERY:
+                _validate(rows, i, rid, view)
+        tasks = [rows.tasks[i] for i in src]
+        out.by_variant.update(variants)
+        out.by_task.update(tasks)
+        out.counts["no_call"] = no_call
+        take = pa.array(src, pa.int64())
+        table = pa.Table.from_arrays([
+            pa.array(ids, pa.string()), rows.column("source").take(take), rows.column("task").take(take),
+            _patched(rows.column("messages"), n_in, take, new_msgs, _MESSAGES),
+            _patched(rows.column("tools"), n_in, take, new_tools, pa.string()),
+            _patched(rows.column("calls"), n_in, take, new_calls, pa.string()),
+            pa.array(parents, pa.string()), pa.array(variants, pa.string())], schema=EXAMPLE_SCHEMA)
+        out.examples = table
+        out.tokens = tokens_table(ids, tasks, kept_enc) if r.tokenize else None
+        lengths = [(len(p) + len(t)) // 4 for p, t in kept_enc]
+        out.counts["rows"] = len(ids)
+        out.counts["tokens"] = sum(lengths)
+        out.max_len = max(lengths, default=0)
+        return out
+
+    def _trim(self, rows: "_Columns", i: int, view: RowView) -> tuple[RowView, tuple[bytes, bytes]] | None:
+        """Drop distractor tools, longest first, until the row fits (None if it never does)."""
+        called = {name for name, _ in view.calls}
+        tools = list(view.tools)
+        while True:
+            distractors = [j for j, t in enumerate(tools) if t.names[0] not in called]
+            if not distractors or len(tools) == 1:
+                return None
+            longest = max(distractors, key=lambda j: (len(tools[j].tool.text), -j))
+            tools.pop(longest)
+            trial = RowView(tools, view.calls, view.messages, view.masked)
+            enc = self._tokenize(rows, [(0, i, trial)], check=False)[0]
+            if len(enc[0]) + len(enc[1]) <= 4 * self.recipe.max_length:
+                return trial, enc
 
 
-def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "rows": len(rows),
-        "no_call_share": round(sum(r["calls"] == "[]" for r in rows) / max(1, len(rows)), 4),
-        "by_variant": dict(sorted(Counter(r["variant"] for r in rows).items())),
-        "by_task": dict(sorted(Counter(r["task"] for r in rows).items())),
-    }
+class _Columns:
+    """A block of canonical rows as Python lists (the columns the recipe reads) + Arrow."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.n = table.num_rows
+        self.ids = table.column("id").to_pylist()
+        self.tools = table.column("tools").to_pylist()
+        self.calls = table.column("calls").to_pylist()
+        self.tasks = table.column("task").to_pylist()
+        self.variants = table.column("variant").to_pylist()
+        self.parents = table.column("parent_id").to_pylist()
+        self._messages: list | None = None
+        self._arrays: dict[str, pa.Array] = {}
+
+    def column(self, name: str) -> pa.Array:
+        array = self._arrays.get(name)
+        if array is None:
+            array = self._arrays[name] = self.table.column(name).combine_chunks()
+        return array
+
+    def messages(self, i: int) -> list[dict[str, str]]:
+        if self._messages is None:
+            self._messages = self.table.column("messages").to_pylist()
+        return self._messages[i]
+
+    def row(self, i: int) -> dict[str, Any]:
+        return {"id": self.ids[i], "source": self.table.column("source")[i].as_py(), "task": self.tasks[i],
+                "messages": self.messages(i), "tools": self.tools[i], "calls": self.calls[i],
+                "parent_id": self.parents[i], "variant": self.variants[i]}
 
 
-def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path) -> PrepareResult:
+def _patched(column: pa.Array, n_in: int, take: pa.Array, patches: list[tuple[int, Any]],
+             type_: pa.DataType) -> pa.Array:
+    """``column.take(take)`` with the values at some output positions replaced."""
+    if not patches:
+        return column.take(take)
+    index = take.to_numpy().copy()
+    index[[p for p, _ in patches]] = np.arange(n_in, n_in + len(patches))
+    return pa.concat_arrays([column.cast(type_), pa.array([v for _, v in patches], type_)]).take(pa.array(index))
+
+
+def _validate(rows: _Columns, i: int, rid: str, view: RowView) -> None:
+    row = {"messages": view.messages or rows.messages(i), "tools": view.tools_json(), "calls": view.calls_json()}
+    try:
+        validate_example(row)
+    except RowError as err:
+        raise AssertionError(f"prepare produced an invalid row {rid}: {err.reason}: {err.detail}") from err
+
+
+def _reject(rows: _Columns, i: int, rid: str, view: RowView, split: str, enc: tuple[bytes, bytes],
+            max_length: int) -> dict[str, Any]:
+    raw = dumps({"id": rid, "tools": view.tools_json(), "calls": view.calls_json()})
+    return {"source": rows.table.column("source")[i].as_py(), "location": f"{split}:{rid}", "reason": "too_long",
+            "detail": too_long_detail(len(enc[0]) // 4, len(enc[1]) // 4, max_length), "raw": raw[:10_000]}
+
+
+# --------------------------------------------------------------------------- workers
+
+_ENGINE: Engine | None = None
+
+
+def _init_worker() -> None:
+    gc.disable()  # the caches are long-lived and acyclic: a full GC pass per block is pure cost
+
+
+def _run_on(engine: Engine, task: tuple) -> BlockResult:
+    kind, *args = task
+    return engine.originals(*args) if kind == "originals" else engine.synthesized(*args)
+
+
+def _run(task: tuple) -> BlockResult:
+    assert _ENGINE is not None, "worker started without an engine"
+    return _run_on(_ENGINE, task)
+
+
+class _Runner:
+    """Runs block tasks in order, results in submission order: in this process, or -- with
+    ``workers > 1`` -- the first block here and the others on forked workers, with a bounded
+    number of tasks in flight. The workers fork after the first block, so they start with its
+    compiled tools and cached tokens (a corpus's tools mostly show up in its first rows)."""
+
+    def __init__(self, recipe: Recipe, tokenizer: Any, workers: int) -> None:
+        self.recipe, self.tokenizer, self.workers = recipe, tokenizer, workers
+        self.pool: Any = None
+        self._env = os.environ.get("TOKENIZERS_PARALLELISM")
+        if workers > 1:  # one process per core: no tokenizer threads, here or in the workers
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        self.engine = Engine(recipe, tokenizer)
+
+    def _start(self) -> None:
+        global _ENGINE
+        _ENGINE = self.engine  # inherited by the forked workers, caches included
+        self.pool = mp.get_context("fork").Pool(self.workers, initializer=_init_worker)
+
+    def map(self, tasks: Iterator[tuple]) -> Iterator[BlockResult]:
+        if self.workers <= 1 or self.pool is None:
+            for t in tasks:
+                result = _run_on(self.engine, t)
+                if self.workers > 1:
+                    self._start()  # fork now: before the result reaches the writer threads
+                    yield result
+                    break
+                yield result
+            if self.pool is None:
+                return
+        window: deque = deque()
+        for t in tasks:
+            window.append(self.pool.apply_async(_run, (t,)))
+            if len(window) > 2 * self.workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+    def tokenization(self) -> str:
+        return self.engine.tokenization
+
+    def __enter__(self) -> "_Runner":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        global _ENGINE
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+        _ENGINE = None
+        if self.workers > 1:
+            if self._env is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = self._env
+
+
+# --------------------------------------------------------------------------- writing
+
+class _GroupedWriter:
+    """An :class:`ArtifactWriter` fed on a background thread in row groups of exactly
+    :data:`ROW_GROUP_ROWS` rows (the last one shorter), whatever the sizes of the tables added."""
+
+    def __init__(self, writer: ArtifactWriter) -> None:
+        self.writer = writer
+        self.pending: list[pa.Table] = []
+        self.n = 0
+        self.thread = ThreadPoolExecutor(max_workers=1)
+        self.futures: deque[Future] = deque()
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.pending.append(table)
+        self.n += table.num_rows
+        while self.n >= ROW_GROUP_ROWS:
+            self._flush(ROW_GROUP_ROWS)
+
+    def _flush(self, rows: int) -> None:
+        whole = pa.concat_tables(self.pending)
+        group, rest = whole.slice(0, rows), whole.slice(rows)
+        self.pending, self.n = ([rest] if rest.num_rows else []), rest.num_rows
+        self.futures.append(self.thread.submit(self.writer.write_table, group.combine_chunks()))
+        while len(self.futures) > 2:  # bounded memory: wait for older writes
+            self.futures.popleft().result()
+
+    def finish(self, **kwargs: Any) -> Artifact:
+        if self.n:
+            self._flush(self.n)
+        while self.futures:
+            self.futures.popleft().result()
+        self.thread.shutdown()
+        return self.writer.finish(**kwargs)
+
+    def abort(self) -> None:
+        self.thread.shutdown(wait=True, cancel_futures=True)
+        self.writer.abort()
+
+
+# --------------------------------------------------------------------------- the stage
+
+def _blocks(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
+    """(start, table) blocks of exactly BLOCK_ROWS input rows (the last one shorter)."""
+    pf = pq.ParquetFile(path)
+    pending: list[pa.RecordBatch] = []
+    n = start = 0
+    for batch in pf.iter_batches(batch_size=BLOCK_ROWS, columns=columns):
+        pending.append(batch)
+        n += batch.num_rows
+        while n >= BLOCK_ROWS:
+            table = pa.Table.from_batches(pending)
+            yield start, table.slice(0, BLOCK_ROWS)
+            rest = table.slice(BLOCK_ROWS)
+            pending, n = rest.to_batches(), rest.num_rows
+            start += BLOCK_ROWS
+    if n:
+        yield start, pa.Table.from_batches(pending)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tokenize: bool = True) -> PrepareResult:
+    """Run the stage (see the module doc). ``tokenize=False`` renders the prompts but writes no
+    token artifacts (their fields in the result are None): a dry run, and the benchmark of
+    the recipe without the tokenizer."""
     out = Path(out_dir)
-    rows = examples.read().to_pylist()
-    train_rows, eval_rows = split_rows(rows, cfg.seed, cfg.prepare.eval_fraction)
-    train_mix = build_train_mix(train_rows, cfg)
-    eval_set = build_eval_set(eval_rows, cfg)
-    _check(train_mix, "train mix")
-    _check(eval_set, "eval set")
+    p = cfg.prepare
+    recipe = Recipe.from_config(cfg, tokenize=tokenize)
+    total = pq.ParquetFile(examples.path).metadata.num_rows
+    workers = p.workers or default_workers()
+    if total <= 2 * BLOCK_ROWS:
+        workers = 1  # not worth starting processes for
+    tokenizer = None
+    if tokenize:
+        from hammer_core.modeling import load_tokenizer  # torch + transformers: only when needed
+        tokenizer = load_tokenizer(cfg.model)
 
-    tokenizer = load_tokenizer(cfg.model)
-    train_tok, train_long = tokenize_rows(train_mix, tokenizer, cfg.prepare.max_length)
-    eval_tok, eval_long = tokenize_rows(eval_set, tokenizer, cfg.prepare.max_length)
-    too_long = {r["id"] for r, _ in train_long + eval_long}
-    rejects = [{"source": r["source"], "location": f"{split}:{r['id']}", "reason": "too_long",
-                "detail": detail, "raw": dumps({k: r[k] for k in ("id", "tools", "calls")})[:10_000]}
-               for split, items in (("train", train_long), ("eval", eval_long)) for r, detail in items]
+    extra = {"seed": cfg.seed, "prepare": p.model_dump(exclude={"workers"})}
+    tok_extra = {"tokenizer": cfg.model.tokenizer or cfg.model.name_or_path, "max_length": p.max_length,
+                 "prompt_format": p.prompt_format}
+    with ExitStack() as stack, _gc_paused():
+        runner = stack.enter_context(_Runner(recipe, tokenizer, workers))
+        writers: dict[str, _GroupedWriter] = {}
+        outputs = [("train", EXAMPLE_SCHEMA, "examples", extra), ("eval", EXAMPLE_SCHEMA, "examples", extra)]
+        if tokenize:
+            outputs += [("train_tokens", TOKENS_SCHEMA, "tokens", tok_extra),
+                        ("eval_tokens", TOKENS_SCHEMA, "tokens", tok_extra)]
+        for name, schema, kind, ex in outputs:
+            writers[name] = _GroupedWriter(ArtifactWriter(out / f"{name}.parquet", schema, kind=kind,
+                                                          parents=[examples], extra=ex))
+            stack.callback(writers[name].abort)  # after finish(): a no-op
+        rejects: list[dict[str, Any]] = []
+        totals = {s: _Totals() for s in SPLITS}
 
-    train_mix = [r for r in train_mix if r["id"] not in too_long]
-    eval_set = [r for r in eval_set if r["id"] not in too_long]
+        def consume(result: BlockResult) -> None:
+            for split, o in result.outputs.items():
+                writers[split].add(o.examples)
+                if o.tokens is not None:
+                    writers[f"{split}_tokens"].add(o.tokens)
+                rejects.extend(o.rejects)
+                totals[split].add(o)
 
-    extra = {"seed": cfg.seed, "prepare": cfg.prepare.model_dump()}
-    train_art = write_table(examples_table(train_mix), out / "train.parquet", kind="examples",
-                            parents=[examples], extra=extra)
-    eval_art = write_table(examples_table(eval_set), out / "eval.parquet", kind="examples",
-                           parents=[examples], extra=extra)
-    tok_extra = {"tokenizer": cfg.model.tokenizer or cfg.model.name_or_path,
-                 "max_length": cfg.prepare.max_length}
-    train_tok_art = write_table(pa.Table.from_pylist(train_tok, schema=TOKENS_SCHEMA),
-                                out / "train_tokens.parquet", kind="tokens", parents=[train_art], extra=tok_extra)
-    eval_tok_art = write_table(pa.Table.from_pylist(eval_tok, schema=TOKENS_SCHEMA),
-                               out / "eval_tokens.parquet", kind="tokens", parents=[eval_art], extra=tok_extra)
-    rej_art = write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), out / "rejects.parquet",
-                          kind="rejects", parents=[examples])
+        facts = {s: _Facts() for s in SPLITS}
+        pool = ToolPool() if recipe.hard_negatives else None
+        cache = ToolCache()
+        for result in runner.map(("originals", t, start) for start, t in _blocks(examples.path)):
+            consume(result)
+            for split, a in result.analysis.items():
+                facts[split].add(a)
+            if pool is not None:
+                for text in result.new_tools.values():
+                    pool.add(cache.get(text))  # type: ignore[arg-type]
 
-    lengths = [len(t["input_ids"]) for t in train_tok]
+        plans, irr_summary = _plan_synthesis(facts, p, cfg.seed, pool)
+        if plans:
+            for result in runner.map(_synth_tasks(examples.path, plans)):
+                consume(result)
+        tokenization = runner.tokenization()
+
+        train_art = writers["train"].finish()
+        eval_art = writers["eval"].finish()
+        train_tok_art = eval_tok_art = None
+        if tokenize:
+            writers["train_tokens"].writer.parents = [train_art]
+            writers["eval_tokens"].writer.parents = [eval_art]
+            train_tok_art = writers["train_tokens"].finish()
+            eval_tok_art = writers["eval_tokens"].finish()
+        rej_table = pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+        with ArtifactWriter(out / "rejects.parquet", REJECT_SCHEMA, kind="rejects", parents=[examples]) as w:
+            w.write_table(rej_table)
+            rej_art = w.finish()
+
     summary = {
-        "input_rows": len(rows),
-        "train": _stats(train_mix),
-        "eval": _stats(eval_set),
+        "input_rows": total,
+        "train": totals["train"].stats(),
+        "eval": totals["eval"].stats(),
+        "irrelevance": irr_summary,
         "rejected_too_long": len(rejects),
-        "train_tokens": {"rows": len(train_tok), "total": sum(lengths),
-                         "max_len": max(lengths, default=0),
-                         "mean_len": round(sum(lengths) / max(1, len(lengths)), 1)},
+        "trimmed": totals["train"].counts["trimmed"] + totals["eval"].counts["trimmed"],
+        "train_tokens": totals["train"].token_stats(),
+        "eval_tokens": totals["eval"].token_stats(),
+        "tokenization": tokenization,
     }
     atomic_write_json(out / "summary.json", summary)
-    return PrepareResult(train_art, eval_art, train_tok_art, eval_tok_art, rej_art, summary)
+    return PrepareResult(train_art, eval_art, train_tok_art, eval_tok_art, rej_art, summary)  # type: ignore[arg-type]
+
+
+Plans = dict[int, tuple[str, tuple[str, list[str] | None]]]  # input row -> (split, (variant, replacements))
+
+
+def _plan_synthesis(facts: dict[str, "_Facts"], p: Any, seed: int, pool: ToolPool | None
+                    ) -> tuple[Plans, dict[str, Any]]:
+    """The rows to synthesize from, by input position, and the irrelevance summary."""
+    plans: Plans = {}
+    summary = {}
+    for split in SPLITS:
+        f = facts[split]
+        n_plain, n_hard = plan_counts(f.n, f.no_call, p.irrelevance_ratio, p.hard_negative_ratio)
+        tools_of = (lambda j, f=f: [pool.tools[d] for d in f.tools[j]]) if pool is not None else None
+        chosen = select_rows(f.ids, f.elig, n_plain, n_hard, seed, split, pool, tools_of)
+        positions = np.concatenate(f.index) if f.index else np.zeros(0, np.int64)
+        for j, (variant, reps) in chosen.items():
+            plans[int(positions[j])] = (split, (variant, None if reps is None else [t.text for t in reps]))
+        made = Counter(v for v, _ in chosen.values())
+        summary[split] = {"asked": {"irrelevance": n_plain, "hard_negative": n_hard},
+                          "made": {"irrelevance": made["irrelevance"], "hard_negative": made["hard_negative"]},
+                          "eligible": {"irrelevance": sum(e.plain for e in f.elig),
+                                       "hard_negative": sum(e.hard_negative for e in f.elig)}}
+    return plans, summary
+
+
+def _synth_tasks(path: Path, plans: Plans) -> Iterator[tuple]:
+    """Blocks of BLOCK_ROWS source rows to synthesize from, in input order, with their plans."""
+    wanted = np.array(sorted(plans), dtype=np.int64)
+    buf: list[pa.Table] = []
+    meta: list[tuple[str, tuple[str, list[str] | None]]] = []
+    for start, table in _blocks(path):
+        lo, hi = np.searchsorted(wanted, [start, start + table.num_rows])
+        if hi > lo:
+            sel = wanted[lo:hi]
+            buf.append(table.take(pa.array(sel - start)))
+            meta.extend(plans[int(j)] for j in sel)
+        while len(meta) >= BLOCK_ROWS:
+            yield _synth_task(buf, meta, BLOCK_ROWS)
+            buf, meta = [pa.concat_tables(buf).slice(BLOCK_ROWS)], meta[BLOCK_ROWS:]
+    if meta:
+        yield _synth_task(buf, meta, len(meta))
+
+
+def _synth_task(buf: list[pa.Table], meta: list, n: int) -> tuple:
+    table = pa.concat_tables(buf).slice(0, n).combine_chunks()
+    return ("synthesized", table, [s for s, _ in meta[:n]], [plan for _, plan in meta[:n]])
+
+
+class _Facts:
+    """Pass-1 analysis of one split, accumulated over blocks."""
+
+    def __init__(self) -> None:
+        self.index: list[np.ndarray] = []
+        self.ids: list[str] = []
+        self.elig: list[Eligibility] = []
+        self.tools: list[list[int]] = []
+        self.no_call = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def add(self, a: Analysis) -> None:
+        self.index.append(a.index)
+        self.ids.extend(a.ids)
+        self.elig.extend(a.elig)
+        self.no_call += a.no_call
+        if a.tools is not None:
+            self.tools.extend(a.tools)
+
+
+class _Totals:
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.by_variant: Counter = Counter()
+        self.by_task: Counter = Counter()
+        self.max_len = 0
+
+    def add(self, o: SplitOutput) -> None:
+        self.counts.update(o.counts)
+        self.by_variant.update(o.by_variant)
+        self.by_task.update(o.by_task)
+        self.max_len = max(self.max_len, o.max_len)
+
+    def stats(self) -> dict[str, Any]:
+        rows = self.counts["rows"]
+        return {"rows": rows, "no_call_share": round(self.counts["no_call"] / max(1, rows), 4),
+                "by_variant": dict(sorted(self.by_variant.items())),
+                "by_task": dict(sorted(self.by_task.items()))}
+
+    def token_stats(self) -> dict[str, Any]:
+        rows = self.counts["rows"]
+        return {"rows": rows, "total": self.counts["tokens"], "max_len": self.max_len,
+                "mean_len": round(self.counts["tokens"] / max(1, rows), 1)}
 
 
 def load_prepared(out_dir: str | Path) -> PrepareResult:
@@ -142,3 +765,7 @@ def load_prepared(out_dir: str | Path) -> PrepareResult:
     return PrepareResult(*(open_artifact(out / f"{n}.parquet") for n in
                            ("train", "eval", "train_tokens", "eval_tokens", "rejects")),
                          summary=json.loads(summary_path.read_text()))
+
+
+__all__ = ["BLOCK_ROWS", "ROW_GROUP_ROWS", "Engine", "PrepareResult", "Recipe", "default_workers", "is_eval",
+           "load_prepared", "prepare", "split_rows"]

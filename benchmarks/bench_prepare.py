@@ -1,0 +1,305 @@
+"""Benchmark of the prepare stage (irrelevance + masking + rendering [+ tokenization]) against a
+straightforward per-row Python implementation, measured in the same run.
+
+Data: ``hammer synth`` xLAM-shaped rows (1-5 tools of 1-5 parameters, ~2.2 KB a row as xLAM
+JSON), normalized to canonical rows and written once to an examples artifact (cached in
+``$TMPDIR/hammer-bench``; not timed).
+
+Each measurement runs in a fresh subprocess and times only the work (imports excluded):
+read ``examples.parquet`` -> split -> irrelevance -> masking -> rendering [-> tokens] -> write
+Parquet. Rows/s count *input* rows (the output has ~1.1x that per copy). CPU is user+system
+of the process and its workers; peak RSS is the largest process's.
+
+* ``per-row``: the baseline -- one row at a time: ``json.loads`` the tools, mask them with a
+  ``random.Random`` per row, ``json.dumps`` them back, render the prompt with ``json.dumps``,
+  tokenize whole prompts (the tokenizer called on lists), write Parquet.
+* ``prepare``: :func:`hammer_core.prepare.prepare` (``tokenize=False`` for the render-only rows).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_prepare.py                       # 60k and 1M rows
+    .venv/bin/python benchmarks/bench_prepare.py --rows 60000 --quick  # smaller baseline samples
+
+To benchmark another corpus, ingest it (``hammer ingest``) and pass ``--examples PATH`` to the
+prepare runs; the synthetic corpus comes from :func:`hammer_core.synth.synth_rows`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results" / "prepare.md"
+CACHE = Path(tempfile.gettempdir()) / "hammer-bench"
+
+
+# --------------------------------------------------------------------------- data
+
+def corpus(rows: int) -> Path:
+    """The canonical examples artifact of ``rows`` synthetic rows (built once, cached)."""
+    from hammer_core.artifacts import ArtifactWriter
+    from hammer_core.formats.xlam import normalize_xlam
+    from hammer_core.schema import EXAMPLE_SCHEMA, examples_table
+    from hammer_core.synth import synth_rows
+
+    path = CACHE / f"synth-{rows}" / "examples.parquet"
+    if path.exists():
+        return path
+    with ArtifactWriter(path, EXAMPLE_SCHEMA, kind="examples") as w:
+        batch = []
+        for i, rec in enumerate(synth_rows(rows, seed=0)):
+            batch.append(normalize_xlam(rec, source="synth", task=("a", "b")[i % 2], index=i))
+            if len(batch) == 65_536:
+                w.write_table(examples_table(batch))
+                batch = []
+        if batch:
+            w.write_table(examples_table(batch))
+    return path
+
+
+# --------------------------------------------------------------------------- the baseline
+
+def baseline(examples: Path, out: Path, tokenize: bool) -> dict:
+    """The straightforward per-row implementation (Hammer's public script, plus the same
+    split, irrelevance and Parquet output as the stage)."""
+    import hashlib
+    import re
+    import string
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hammer_core.prompts import FORMAT_INSTRUCTION, TASK_INSTRUCTION, tools_for_prompt
+    from hammer_core.schema import dumps, examples_table
+
+    alphabet = string.ascii_letters + "_." + string.digits
+
+    def is_eval(rid: str) -> bool:
+        return int.from_bytes(hashlib.sha256(f"0:split:{rid}".encode()).digest()[:8], "big") / 2**64 < 0.1
+
+    def irrelevance(rows: list[dict]) -> list[dict]:
+        want = round(0.1 * len(rows) / 0.9)
+        out = []
+        for r in sorted(rows, key=lambda r: hashlib.sha256(f"0:irr:{r['id']}".encode()).digest()):
+            calls, tools = json.loads(r["calls"]), json.loads(r["tools"])
+            gold = {c["name"] for c in calls}
+            kept = [t for t in tools if t["name"] not in gold]
+            if calls and kept:
+                out.append({**r, "id": r["id"] + "~irr", "tools": dumps(kept), "calls": "[]",
+                            "parent_id": r["id"], "variant": "irrelevance"})
+                if len(out) == want:
+                    break
+        return out
+
+    def name(rng: random.Random, lo: int, hi: int) -> str:
+        return "".join(rng.choices(alphabet, k=rng.randint(lo, hi)))
+
+    def mask(r: dict) -> dict:
+        rng = random.Random(f"0:{r['id']}")
+        if rng.random() >= 2 / 3:
+            return r
+        tools, calls = json.loads(r["tools"]), json.loads(r["calls"])
+        query = r["messages"][-1]["content"]
+        rng.shuffle(tools)
+        for t in tools:
+            old, t["name"] = t["name"], name(rng, 5, 15)
+            mine = [c for c in calls if c["name"] == old]
+            for c in mine:
+                c["name"] = t["name"]
+            props, new_props, renamed = t["parameters"]["properties"], {}, {}
+            for p, spec in props.items():
+                renamed[p] = new = name(rng, 4, 10)
+                d = spec.get("default")
+                if d not in (None, "") and not isinstance(d, (list, dict, bool)) and \
+                        any(str(c["arguments"].get(p)) == str(d) for c in mine):
+                    nd = d + rng.randint(1, 4) if isinstance(d, int) else d + rng.random() \
+                        if isinstance(d, float) else name(rng, 5, 5)
+                    spec["default"] = nd
+                    spec["description"] = spec.get("description", "").replace(str(d), str(nd))
+                    query = re.sub(rf"\b{re.escape(str(d))}\b", str(nd), query)
+                    for c in mine:
+                        if str(c["arguments"].get(p)) == str(d):
+                            c["arguments"][p] = nd
+                new_props[new] = spec
+            t["parameters"]["properties"] = new_props
+            t["parameters"]["required"] = [renamed[p] for p in t["parameters"].get("required", [])]
+            for c in mine:
+                c["arguments"] = {renamed[k]: v for k, v in c["arguments"].items()}
+        return {**r, "id": r["id"] + "~m0", "tools": dumps(tools), "calls": dumps(calls),
+                "messages": [*r["messages"][:-1], {"role": "user", "content": query}],
+                "parent_id": r["id"], "variant": r["variant"] + "+masked"}
+
+    def prompt(r: dict) -> str:
+        return (f"[BEGIN OF TASK INSTRUCTION]\n{TASK_INSTRUCTION}\n[END OF TASK INSTRUCTION]\n\n"
+                f"[BEGIN OF AVAILABLE TOOLS]\n"
+                f"{json.dumps(tools_for_prompt(json.loads(r['tools'])), ensure_ascii=False)}\n"
+                f"[END OF AVAILABLE TOOLS]\n\n[BEGIN OF FORMAT INSTRUCTION]\n{FORMAT_INSTRUCTION}\n"
+                f"[END OF FORMAT INSTRUCTION]\n\n[BEGIN OF QUERY]\n{r['messages'][-1]['content']}\n[END OF QUERY]\n\n")
+
+    tokenizer = None
+    if tokenize:
+        from hammer_core.modeling import load_tiny_tokenizer
+        tokenizer = load_tiny_tokenizer()
+    start = time.perf_counter()
+    rows = pq.read_table(examples).to_pylist()
+    train = [r for r in rows if not is_eval(r["id"])]
+    mix = [mask(r) for r in train + irrelevance(train)]
+    prompts = [prompt(r) for r in mix]
+    targets = ["```\n" + json.dumps(json.loads(r["calls"]), ensure_ascii=False) + "\n```" for r in mix]
+    pq.write_table(examples_table(mix), out / "train.parquet", compression="zstd")
+    if tokenizer is not None:
+        wrapped = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in prompts]
+        ids = [a + b + [tokenizer.eos_token_id] for a, b in
+               zip(tokenizer(wrapped, add_special_tokens=False)["input_ids"],
+                   tokenizer(targets, add_special_tokens=False)["input_ids"])]
+        pq.write_table(pa.table({"id": [r["id"] for r in mix], "input_ids": ids}), out / "tokens.parquet",
+                       compression="zstd")
+    return {"seconds": time.perf_counter() - start, "input_rows": len(rows), "output_rows": len(mix)}
+
+
+# --------------------------------------------------------------------------- the stage
+
+def stage(examples: Path, out: Path, tokenize: bool, overrides: list[str]) -> dict:
+    from hammer_core.artifacts import open_artifact
+    from hammer_core.config import apply_overrides, config_from_dict
+    from hammer_core.prepare import prepare
+
+    raw = apply_overrides({"seed": 0, "output_dir": str(out), "prepare": {
+        "irrelevance_ratio": 0.1, "hard_negative_ratio": 0.0, "mask_prob": 2 / 3, "copies": 1,
+        "max_length": 4096}}, overrides)
+    cfg = config_from_dict(raw)
+    if tokenize:
+        from hammer_core.modeling import load_tokenizer
+        load_tokenizer(cfg.model)  # imports (torch, transformers) are not timed
+    art = open_artifact(examples)
+    start = time.perf_counter()
+    res = prepare(cfg, art, out, tokenize=tokenize)
+    seconds = time.perf_counter() - start
+    s = res.summary
+    return {"seconds": seconds, "input_rows": s["input_rows"], "output_rows": s["train"]["rows"] + s["eval"]["rows"],
+            "tokenization": s["tokenization"], "train_hash": res.train.content_hash}
+
+
+def child(args: argparse.Namespace) -> None:
+    spec = json.loads(args.child)
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        if spec["kind"] == "per-row":
+            out = baseline(Path(spec["examples"]), Path(tmp), spec["tokenize"])
+        else:
+            out = stage(Path(spec["examples"]), Path(tmp), spec["tokenize"], spec["overrides"])
+    self_, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["peak_rss_mb"] = round(max(self_.ru_maxrss, kids.ru_maxrss) / 1024)
+    print("RESULT " + json.dumps(out))
+
+
+def run(kind: str, examples: Path, tokenize: bool, overrides: list[str] | None = None) -> dict:
+    spec = {"kind": kind, "examples": str(examples), "tokenize": tokenize, "overrides": overrides or []}
+    before = os.times()
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "true"}, cwd=REPO)
+    after = os.times()
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"{kind} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    out = json.loads(line[0][7:])
+    out["cpu_seconds"] = round((after.children_user - before.children_user)
+                               + (after.children_system - before.children_system), 1)
+    out["rows_per_s"] = round(out["input_rows"] / out["seconds"])
+    out["output_rows_per_s"] = round(out["output_rows"] / out["seconds"])
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "n/a"
+    return {"arch": platform.machine(), "nproc": os.cpu_count(), "cpu": cpu, "torch": torch_version,
+            "python": platform.python_version(), "date": dt.date.today().isoformat(),
+            "load_avg_at_start": round(os.getloadavg()[0], 2)}
+
+
+def markdown(results: list[dict], info: dict) -> str:
+    lines = ["# Prepare-stage benchmark (irrelevance + masking + rendering [+ tokens], Parquet in and out)", "",
+             f"Machine: {info['arch']}, {info['nproc']} cores, {info['cpu']}; Python {info['python']}, "
+             f"torch {info['torch']}; {info['date']} (1-min load average at start: {info['load_avg_at_start']}).",
+             "", "Rows/s are input rows per wall-clock second, from reading examples.parquet to the last byte "
+             "written (imports excluded). The speedup is against the per-row baseline on the same rows and "
+             "settings, measured in the same run, per output row (copies 3 writes 3x the rows from the same input). "
+             "Generated by `benchmarks/bench_prepare.py`.", "",
+             "| rows | tokens | implementation | settings | seconds | rows/s | output rows/s | CPU s "
+             "| peak RSS MB | speedup |",
+             "|---:|:---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['rows']:,} | {'yes' if r['tokenize'] else 'no'} | {r['kind']} | {r['settings']} | "
+                     f"{r['seconds']:.1f} | {r['rows_per_s']:,} | {r['output_rows_per_s']:,} | {r['cpu_seconds']} | "
+                     f"{r['peak_rss_mb']:,} | {r.get('speedup', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[60_000, 1_000_000])
+    ap.add_argument("--baseline-max", type=int, default=60_000,
+                    help="the per-row baseline runs on at most this many rows (its rows/s is the same)")
+    ap.add_argument("--baseline-tokens-max", type=int, default=10_000)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    results = []
+
+    def record(rows: int, kind: str, tokenize: bool, settings: str, res: dict, base: dict | None) -> None:
+        res.update(rows=rows, kind=kind, tokenize=tokenize, settings=settings)
+        if base is not None:  # per output row: copies 3 makes 3x the rows from the same input
+            res["speedup"] = f"{res['output_rows_per_s'] / base['output_rows_per_s']:.1f}x"
+        results.append(res)
+        print(json.dumps(res), flush=True)
+
+    for rows in args.rows:
+        examples = corpus(rows)
+        for tokenize in (False, True):
+            cap = args.baseline_tokens_max if tokenize else args.baseline_max
+            b_rows = min(rows, cap)
+            base = run("per-row", corpus(b_rows), tokenize)
+            record(b_rows, "per-row", tokenize, "copies 1", base, None)
+            variants = [("copies 1", ["prepare.copies=1"])]
+            large = rows > 200_000  # the long runs: the main settings only
+            if tokenize:
+                variants += [] if large else [("copies 3 (Hammer)", ["prepare.copies=3"])]
+                variants += [("copies 3, name pool 65536", ["prepare.copies=3", "prepare.name_pool_size=65536"])]
+            if not large:
+                variants += [("copies 1, hard negatives 3%", ["prepare.copies=1", "prepare.hard_negative_ratio=0.03"])]
+            for settings, overrides in variants:
+                res = run("prepare", examples, tokenize, overrides)
+                record(rows, "prepare", tokenize, settings, res, base)
+    payload = {"machine": info, "results": results}
+    md = markdown(results, info) + "\n```json\n" + json.dumps(payload, indent=1) + "\n```\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

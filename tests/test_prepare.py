@@ -1,0 +1,174 @@
+"""The prepare stage on real Parquet: valid, consistent, deterministic outputs, for any workers."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import hammer_core.prepare as prep
+from hammer_core.artifacts import write_table
+from hammer_core.config import ConfigError, config_from_dict
+from hammer_core.formats.xlam import normalize_xlam
+from hammer_core.prepare import load_prepared, prepare
+from hammer_core.schema import EXAMPLE_SCHEMA, examples_table
+from hammer_core.synth import synth_rows
+from hammer_core.tokenization import TOKENS_SCHEMA, tokenize_rows
+from hammer_core.validation import validate_example
+
+ROWS = 360
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """An xLAM-shaped synthetic corpus (``hammer synth``), normalized, as an examples artifact."""
+    rows = [normalize_xlam(r, source="synth", task=("travel", "finance")[i % 2], index=i)
+            for i, r in enumerate(synth_rows(ROWS, seed=7))]
+    path = tmp_path_factory.mktemp("corpus") / "examples.parquet"
+    return write_table(examples_table(rows), path, kind="examples"), rows
+
+
+def config(tmp_path: Path, **prepare) -> object:
+    p = {"eval_fraction": 0.15, "irrelevance_ratio": 0.1, "hard_negative_ratio": 0.04, "copies": 2,
+         "max_length": 4096, "workers": 1, **prepare}
+    return config_from_dict({"seed": 3, "output_dir": str(tmp_path), "prepare": p})
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    return prepare(config(out), corpus[0], out / "prepare"), corpus[1]
+
+
+def test_every_output_row_is_valid_and_tokens_match_the_rows(prepared):
+    res, source = prepared
+    by_id = {r["id"]: r for r in source}
+    train, evals = res.train.read(), res.eval.read()
+    assert train.schema.remove_metadata().equals(EXAMPLE_SCHEMA.remove_metadata())
+    for table, tokens in ((train, res.train_tokens), (evals, res.eval_tokens)):
+        rows = table.to_pylist()
+        toks = tokens.read()
+        assert toks.schema.remove_metadata().equals(TOKENS_SCHEMA.remove_metadata())
+        assert toks.column("id").to_pylist() == [r["id"] for r in rows]
+        assert len({r["id"] for r in rows}) == len(rows)
+        for r in rows:
+            validate_example(r)
+            root = r["parent_id"] or r["id"]
+            assert root in by_id  # lineage: every row traces back to an ingested row
+        # the cached-fragment tokens are exactly the whole-text tokenization of each row
+        from hammer_core.modeling import load_tiny_tokenizer
+        ref, too_long = tokenize_rows(rows, load_tiny_tokenizer(), 4096)
+        assert not too_long
+        assert toks.column("input_ids").to_pylist() == [x["input_ids"] for x in ref]
+        assert toks.column("n_prompt").to_pylist() == [x["n_prompt"] for x in ref]
+    assert res.train_tokens.manifest["parents"] == [res.train.content_hash]
+
+
+def test_mix_shares_lineage_and_no_leak(prepared):
+    res, source = prepared
+    s = res.summary
+    train, evals = res.train.read().to_pylist(), res.eval.read().to_pylist()
+    for split, rows in (("train", train), ("eval", evals)):
+        variants = Counter(r["variant"].split("+")[0] for r in rows)
+        no_call = sum(r["calls"] == "[]" for r in rows) / len(rows)
+        assert abs(no_call - 0.1) < 0.02, (split, no_call)
+        assert s[split]["no_call_share"] == round(no_call, 4)
+        made = s["irrelevance"][split]["made"]
+        copies = 2 if split == "train" else 1
+        assert variants["hard_negative"] == made["hard_negative"] * copies > 0
+        assert variants["irrelevance"] == made["irrelevance"] * copies > 0
+    masked = sum(r["variant"].endswith("+masked") for r in train) / len(train)
+    assert 0.55 < masked < 0.78  # 2/3 of the rows
+    assert not any(r["variant"].endswith("masked") for r in evals)  # eval is never masked
+    roots = {split: {r["parent_id"] or r["id"] for r in rows} for split, rows in (("train", train), ("eval", evals))}
+    assert not roots["train"] & roots["eval"]  # no variant of an eval row in training
+    assert s["input_rows"] == ROWS and s["tokenization"] == "fragments"
+    assert s["train"]["rows"] == len(train) and s["train_tokens"]["rows"] == len(train)
+    # copies: each source row of the train split appears `copies` times
+    per_root = Counter(r["parent_id"] or r["id"] for r in train if r["variant"].split("+")[0] == "original")
+    assert set(per_root.values()) == {2}
+    loaded = load_prepared(Path(res.train.path).parent)
+    assert loaded.summary == s and loaded.train.content_hash == res.train.content_hash
+
+
+def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)  # several blocks, so two workers really share them
+    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
+    hashes = []
+    for run, workers in enumerate((1, 2, 2)):
+        res = prepare(config(tmp_path, workers=workers), corpus[0], tmp_path / f"run{run}")
+        hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)])
+        assert pq.ParquetFile(res.train.path).metadata.row_group(0).num_rows == 100
+    assert hashes[0] == hashes[1] == hashes[2]
+    cfg = config(tmp_path)
+    reseeded = config_from_dict({**cfg.model_dump(), "seed": 4})
+    res = prepare(reseeded, corpus[0], tmp_path / "reseeded")
+    assert res.train.content_hash != hashes[0][0]
+
+
+def test_length_policy_rejects_or_trims_but_never_cuts_an_answer(corpus, tmp_path):
+    lengths = np.array([len(r) for r in prep.prepare(config(tmp_path, copies=1, hard_negative_ratio=0),
+                                                     corpus[0], tmp_path / "full").train_tokens.read()
+                        .column("input_ids").to_pylist()])
+    limit = int(np.percentile(lengths, 60))
+    rejected = prepare(config(tmp_path, copies=1, max_length=limit, hard_negative_ratio=0), corpus[0], tmp_path / "rej")
+    rej = rejected.rejects.read().to_pylist()
+    assert rej and all(r["reason"] == "too_long" and f"max_length {limit}" in r["detail"] for r in rej)
+    assert rejected.summary["rejected_too_long"] == len(rej)
+    assert max(len(x) for x in rejected.train_tokens.read().column("input_ids").to_pylist()) <= limit
+
+    trimmed = prepare(config(tmp_path, copies=1, max_length=limit, hard_negative_ratio=0,
+                             length_policy="truncate_tools"), corpus[0], tmp_path / "trim")
+    rows = trimmed.train.read().to_pylist()
+    toks = trimmed.train_tokens.read().column("input_ids").to_pylist()
+    assert max(len(x) for x in toks) <= limit
+    cut = [r for r in rows if r["variant"].endswith("+trimmed")]
+    assert cut and trimmed.summary["trimmed"] == len(cut) + sum(
+        r["variant"].endswith("+trimmed") for r in trimmed.eval.read().to_pylist())
+    assert len(trimmed.rejects.read()) < len(rej)  # trimming saves rows that rejecting loses
+    for r in cut:
+        validate_example(r)  # every called function is still offered
+        assert json.loads(r["tools"])
+
+
+def test_render_only_and_chat_template_format(corpus, tmp_path, tiny_tokenizer_dir):
+    dry = prepare(config(tmp_path, copies=1), corpus[0], tmp_path / "dry", tokenize=False)
+    assert dry.train_tokens is None and dry.summary["tokenization"] == "none"
+    assert not (tmp_path / "dry" / "train_tokens.parquet").exists()
+
+    cfg = config_from_dict({**config(tmp_path, copies=1).model_dump(),
+                            "model": {"name_or_path": "hammer-tiny-qwen2", "tokenizer": str(tiny_tokenizer_dir)}})
+    cfg = config_from_dict({**cfg.model_dump(),
+                            "prepare": {**cfg.prepare.model_dump(), "prompt_format": "chat_template"}})
+    res = prepare(cfg, corpus[0], tmp_path / "chat")
+    assert res.summary["tokenization"] == "chat_template"
+    row = res.train_tokens.read().slice(0, 1).to_pylist()[0]
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    text = tok.decode(row["input_ids"][row["n_prompt"]:])
+    assert text.startswith("<tool_call>") or text.startswith("[]")
+
+
+@pytest.fixture
+def tiny_tokenizer_dir(tmp_path):
+    """The shipped tokenizer with a chat template that renders tools (like Qwen2.5's)."""
+    from hammer_core.modeling import load_tiny_tokenizer
+
+    from .test_recipe import TOOLS_TEMPLATE
+    tok = deepcopy(load_tiny_tokenizer())
+    tok.chat_template = TOOLS_TEMPLATE
+    tok.save_pretrained(tmp_path / "tok")
+    return tmp_path / "tok"
+
+
+def test_config_checks_the_recipe():
+    with pytest.raises(ConfigError, match="hard_negative_ratio"):
+        config_from_dict({"prepare": {"irrelevance_ratio": 0.05, "hard_negative_ratio": 0.1}})
+    with pytest.raises(ConfigError, match="length_policy"):
+        config_from_dict({"prepare": {"length_policy": "cut"}})
+    assert config_from_dict({}).prepare.copies == 3  # Hammer's default
