@@ -22,10 +22,13 @@ EPILOG = """examples:
   hammer demo                                   # whole pipeline on the bundled sample
   hammer run data/configs/demo.yaml --set train.max_steps=100
   hammer ingest --input data/sample/travel.jsonl --task travel --out out/ingest
+  hammer synth  --rows 60000 --out out/synth.jsonl   # seeded xLAM-shaped corpus
   hammer prepare --config cfg.yaml --input out/ingest --out out/prepare
   hammer train   --config cfg.yaml --input out/prepare --out out/train
   hammer export  --input out/train --out out/export
   hammer eval    --config cfg.yaml --input out/prepare --model out/train --out out/eval
+  hammer eval score --dataset bfcl:simple_python --predictions preds.jsonl --out report.json
+  hammer eval compare --config cfg.yaml --a 1 --b 2
   hammer register --config cfg.yaml --input out
 """
 
@@ -65,6 +68,12 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     _print(res.summary)
 
 
+def cmd_synth(args: argparse.Namespace) -> None:
+    from hammer_core.synth import write_synth
+
+    _print(write_synth(args.out, args.rows, seed=args.seed, fmt=args.format))
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from hammer_core import stages
 
@@ -75,7 +84,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from hammer_core import stages
 
-    res = stages.train(_config(args), Path(args.input), Path(args.out))
+    args.set = list(args.set or []) + [f"train.{key}={value}" for key, value in
+                                       (("nproc", args.nproc), ("launcher", args.launcher)) if value is not None]
+    from hammer_core.distributed import TrainingError
+
+    try:
+        res = stages.train(_config(args), Path(args.input), Path(args.out))
+    except TrainingError as err:  # the workers' error and log tail, without a launcher traceback
+        print(f"hammer: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     _print(res.summary)
 
 
@@ -88,7 +105,39 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from hammer_core import stages
 
+    missing = [f"--{k}" for k in ("input", "model", "out") if not getattr(args, k)]
+    if missing:
+        raise ConfigError(f"hammer eval needs {', '.join(missing)} (or a subcommand: hammer eval score ..., "
+                          "hammer eval compare ...)")
     _print(stages.evaluate(_config(args), Path(args.model), Path(args.input), Path(args.out)).metrics)
+
+
+def cmd_eval_score(args: argparse.Namespace) -> None:
+    from hammer_core.evaluation import score_predictions
+
+    try:
+        report = score_predictions(args.dataset, args.predictions, args.out, underscore_to_dot=args.underscore_to_dot)
+    except ValueError as err:  # bad predictions line or unknown category: a clear message, no traceback
+        raise ConfigError(str(err)) from None
+    _print({"dataset": report["dataset"], "accuracy": report["accuracy"], "correct": report["correct"],
+            "total": report["total"], "missing_predictions": report["missing_predictions"],
+            "parse_failures": report["parse_failures"], "summary": report["summary"], "report": args.out,
+            "categories": {c: v["accuracy"] for c, v in report["categories"].items()}})
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from hammer_core.registry import compare_versions
+
+    try:
+        res = compare_versions(_config(args), args.a, args.b, model_name=args.model_name)
+    except (MlflowException, ValueError) as err:  # unknown model, version or alias: say so, no traceback
+        raise ConfigError(f"cannot compare: {err}") from None
+    if args.out:
+        from hammer_core.artifacts import atomic_write_text
+        atomic_write_text(args.out, res["markdown"])
+    print(res["markdown"])
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -150,13 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="normalize corpora to the canonical Parquet schema (+ rejects)",
-                       description="Read corpora (xLAM JSON/JSONL/Parquet), validate every row, write "
+                       description="Read corpora (xLAM, Glaive, sharegpt, OpenAI chat, BFCL, Hammer test "
+                                   "sets; JSON/JSONL/Parquet, gzip, hf://<dataset>), validate every row, write "
                                    "examples.parquet, rejects.parquet and a summary; prints a JSON summary line.")
     _common(p, inp=None)
     p.add_argument("--input", nargs="+", help="corpus files (default: the config's data.sources)")
     p.add_argument("--task", help="CGC-LoRA task label for --input (default: file stem)")
-    p.add_argument("--format", default="auto", help="input format (default: auto-detect)")
+    p.add_argument("--format", default="auto",
+                   help="input format: auto (default: detect from the first rows), xlam, glaive, "
+                        "sharegpt, openai, bfcl, hammer_testset")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("synth", help="generate a synthetic xLAM-shaped corpus (benchmarks, tests)",
+                       description="Write N seeded xLAM rows (1-5 tools of 1-5 parameters, ~2.2 KB a "
+                                   "row) as JSON lines or Parquet; same seed, same bytes. Prints a "
+                                   "JSON summary line.")
+    p.add_argument("--rows", type=int, required=True, help="number of rows")
+    p.add_argument("--out", required=True, help="output file (.jsonl, .jsonl.gz or .parquet)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--format", choices=["jsonl", "parquet"],
+                   help="output format (default: from the file name)")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("prepare", help="split, irrelevance synthesis, masking, rendering, tokenization",
                        description="Turn ingested examples into the train/eval mix and token ids.")
@@ -164,8 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="CGC-LoRA training on the prepared tokens",
-                       description="Train CGC-LoRA (task-common + task-specific experts, task-ID gate).")
+                       description="Train CGC-LoRA (task-common + task-specific experts, task-ID gate) in "
+                                   "--nproc worker processes under DeepSpeed (torchrun or the deepspeed "
+                                   "launcher); rerun the same command to resume from the last checkpoint.")
     _common(p, inp="prepare output folder")
+    p.add_argument("--nproc", type=int, help="worker processes per node (GPUs per node; default: train.nproc)")
+    p.add_argument("--launcher", choices=["torchrun", "deepspeed"], help="process launcher (default: train.launcher)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="collapse each task into a standard PEFT LoRA adapter (1 + N)",
@@ -173,11 +240,38 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, inp="train output folder")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("eval", help="greedy decoding on the held-out split; exact match, irrelevance",
-                       description="Evaluate a trained model on the prepared eval split.")
-    _common(p, inp="prepare output folder")
-    p.add_argument("--model", required=True, help="train output folder")
+    p = sub.add_parser("eval", help="evaluate a model (BFCL rules, Hammer F1s, robustness), score predictions",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Without a subcommand: greedy decoding on the prepared eval split (plus "
+                                   "robustness and BFCL as configured), metrics.json + report.md.\n"
+                                   "hammer eval score: score predictions from any model against BFCL or own data.\n"
+                                   "hammer eval compare: eval metrics of two registered versions side by side.")
+    _common(p, inp=None, out=False)
+    p.add_argument("--input", help="prepare output folder")
+    p.add_argument("--model", help="train output folder (or an export folder: the 1 + N PEFT adapters)")
+    p.add_argument("--out", help="output folder of this stage")
     p.set_defaults(func=cmd_eval)
+    esub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
+    q = esub.add_parser("score", help="score a predictions file with BFCL's AST rules",
+                        description="Score predictions ({id, calls: [{name, arguments}]} or {id, text} per JSON line) "
+                                    "against bfcl:<categories> (e.g. bfcl:simple_python,multiple; bfcl:live; "
+                                    "bfcl:all) or an examples Parquet / prepare folder of your own data. Writes the "
+                                    "report JSON (per-id verdicts with the failing rule, per-category accuracy) and "
+                                    "a markdown summary beside it.")
+    q.add_argument("--dataset", required=True, help="bfcl:<categories> or a path to canonical examples")
+    q.add_argument("--predictions", required=True, help="JSON-lines predictions file")
+    q.add_argument("--out", required=True, help="report JSON path (markdown goes beside it, .md)")
+    q.add_argument("--underscore-to-dot", action="store_true",
+                   help="compare dotted function names with dots as underscores (models whose API forbids dots)")
+    q.set_defaults(func=cmd_eval_score)
+    q = esub.add_parser("compare", help="compare the eval metrics of two registered model versions",
+                        description="Eval metrics of two versions of the registered model, side by side (markdown).")
+    _common(q, inp=None, out=False)
+    q.add_argument("--a", required=True, help="first version (number or @alias)")
+    q.add_argument("--b", required=True, help="second version (number or @alias)")
+    q.add_argument("--model-name", help="registered model (default: the config's registry.model_name)")
+    q.add_argument("--out", help="also write the markdown here")
+    q.set_defaults(func=cmd_eval_compare)
 
     p = sub.add_parser("register", help="log the run to MLflow and register the model version",
                        description="Log params, metrics and artifacts of a pipeline output folder to MLflow "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,11 +28,22 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    path: str = Field(description="file, folder or glob of a corpus")
-    format: Literal["auto", "xlam"] = "auto"
+    path: str = Field(description="file, folder or glob of a corpus, or hf://<dataset id>[:split] "
+                                  "(read with the optional `datasets` package)")
+    format: Literal["auto", "xlam", "glaive", "sharegpt", "openai", "bfcl", "hammer_testset"] = "auto"
     task: str | None = Field(None, description="CGC-LoRA task cluster (default: the source name)")
     name: str | None = Field(None, description="source name (default: the file stem)")
-    max_rows: int | None = Field(None, gt=0)
+    max_rows: int | None = Field(None, gt=0, description="read at most this many records (the first ones)")
+    max_row_bytes: int = Field(1 << 20, gt=0, description="a raw row larger than this is rejected "
+                                                          "(row_too_large)")
+
+    @field_validator("path")
+    @classmethod
+    def _keep_hf_ids(cls, v: str) -> str:
+        """``hf://org/name`` made absolute by path resolution (``/base/hf:/org/name``) is an
+        HF dataset id again."""
+        match = re.search(r"(?:^|/)hf:/+(?=[^/])", v)
+        return "hf://" + v[match.end():] if match else v
 
 
 class DataConfig(_Strict):
@@ -39,13 +51,39 @@ class DataConfig(_Strict):
 
 
 class PrepareConfig(_Strict):
+    """Hammer's data recipe (see hammer_core/prepare.py); every field changes the output except workers."""
+
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out share, split by parent row")
     irrelevance_ratio: float = Field(0.1, ge=0.0, lt=1.0,
                                      description="target share of 'no call' rows in the final mix")
+    hard_negative_ratio: float = Field(0.0, ge=0.0, lt=1.0,
+                                       description="share of the final mix made of hard negatives (the "
+                                                   "removed function replaced by a close one from the "
+                                                   "corpus); part of irrelevance_ratio")
     mask_prob: float = Field(2 / 3, ge=0.0, le=1.0, description="per-row probability of function masking")
-    copies: int = Field(1, ge=1, description="repeat the training mix k times, each with its own masks")
+    copies: int = Field(3, ge=1, description="repeat the training mix k times, each with its own masks "
+                                             "(Hammer: 3)")
+    name_pool_size: int = Field(0, ge=0, description="0: every masked name is a fresh random string "
+                                                     "(Hammer); N: names are drawn from N seeded random "
+                                                     "strings per kind, so their tokens are cached")
     max_length: int = Field(1024, ge=32, description="token budget of prompt + answer")
-    prompt_format: Literal["hammer"] = "hammer"
+    length_policy: Literal["reject", "truncate_tools"] = Field(
+        "reject", description="over max_length: reject the row (rejects.parquet), or drop distractor "
+                              "tools first; the answer is never cut")
+    prompt_format: Literal["hammer", "chat_template"] = Field(
+        "hammer", description="hammer: Hammer's prompt; chat_template: the tokenizer's own template "
+                              "with tools= (slower; the template must render tools)")
+    fast_tokenization: bool = Field(True, description="tokenize prompts as cached fragments when that is "
+                                                      "exact for the tokenizer (checked); false: whole texts")
+    workers: int = Field(0, ge=0, description="processes (0: one per CPU core, at most 8); the output "
+                                              "does not depend on it")
+
+    @model_validator(mode="after")
+    def _hard_negatives_within_irrelevance(self) -> "PrepareConfig":
+        if self.hard_negative_ratio > self.irrelevance_ratio:
+            raise ValueError(f"hard_negative_ratio ({self.hard_negative_ratio}) is part of irrelevance_ratio "
+                             f"({self.irrelevance_ratio}) and cannot exceed it")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -66,6 +104,10 @@ class AdapterConfig(_Strict):
     target_modules: list[str] | str = "all-linear"
     gate_dim: int = Field(16, ge=1)
     shared_gate: bool = True
+    variant: Literal["cgc", "multitask_lora", "per_task_lora"] = Field(
+        "cgc", description="cgc, or an ablation baseline built from the same numbers: multitask_lora (one "
+                           "LoRA for all tasks) / per_task_lora (one LoRA per task), both of rank "
+                           "(n_common + n_specific) * r_expert; see CGCLoraConfig.for_variant")
 
     @model_validator(mode="after")
     def _some_expert(self) -> "AdapterConfig":
@@ -74,23 +116,87 @@ class AdapterConfig(_Strict):
         return self
 
 
+class DeepSpeedConfig(_Strict):
+    """DeepSpeed ZeRO settings of the train stage (see :mod:`hammer_core.distributed`)."""
+
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="0: plain data parallel; 1: shard optimizer "
+                                                           "state; 2: + gradients; 3: + parameters")
+    offload_optimizer: Literal["none", "cpu"] = Field("none", description="optimizer state in CPU memory "
+                                                                          "(zero_stage >= 1)")
+    offload_param: Literal["none", "cpu"] = Field("none", description="parameters in CPU memory (zero_stage 3)")
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> "DeepSpeedConfig":
+        if self.offload_optimizer != "none" and self.zero_stage < 1:
+            raise ValueError("offload_optimizer needs zero_stage >= 1")
+        if self.offload_param != "none" and self.zero_stage != 3:
+            raise ValueError("offload_param needs zero_stage 3")
+        return self
+
+
 class TrainConfig(_Strict):
     max_steps: int = Field(60, ge=1, description="optimizer steps")
-    batch_size: int = Field(8, ge=1, description="per-process micro-batch")
+    batch_size: int = Field(8, ge=1, description="per-process micro-batch (global batch: "
+                                                 "batch_size * grad_accum * processes)")
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(5, ge=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float = Field(1.0, gt=0)
-    log_every: int = Field(5, ge=1)
+    log_every: int = Field(5, ge=1, description="metrics.jsonl / console every k steps (MLflow: every step)")
     gradient_checkpointing: bool = False
+    # processes
+    nproc: int = Field(1, ge=1, description="worker processes per node (GPUs per node on a GPU machine)")
+    nnodes: int = Field(1, ge=1, description="nodes; > 1 needs rdzv_endpoint (torchrun) or hostfile "
+                                             "(deepspeed) and an output folder every node shares")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous for nnodes > 1 (torchrun)")
+    hostfile: str | None = Field(None, description="DeepSpeed hostfile for nnodes > 1 (deepspeed launcher)")
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs, fp32 on CPU")
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    # sampling
+    task_temperature: float = Field(1.0, gt=0, description="task sampling p_t ~ n_t^(1/T): 1 = natural "
+                                                           "mix, larger = closer to uniform over tasks")
+    group_by_length: bool = Field(True, description="batch rows of similar length (less padding)")
+    length_window: int = Field(8, ge=1, description="length grouping window, in global micro-batches")
+    # checkpoints
+    checkpoint_every: int = Field(50, ge=0, description="checkpoint every k steps (0: only at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    resume: bool = Field(True, description="continue from the last compatible checkpoint in the output folder")
+    track: bool = Field(True, description="log the training live to MLflow (see the registry section)")
+
+    @model_validator(mode="after")
+    def _multi_node(self) -> "TrainConfig":
+        if self.nnodes > 1 and self.launcher == "torchrun" and not self.rdzv_endpoint:
+            raise ValueError("nnodes > 1 with launcher torchrun needs rdzv_endpoint (host:port of node 0)")
+        if self.nnodes > 1 and self.launcher == "deepspeed" and not self.hostfile:
+            raise ValueError("nnodes > 1 with launcher deepspeed needs a hostfile")
+        return self
 
 
 class EvalConfig(_Strict):
     max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(16, ge=1)
     max_examples: int | None = Field(None, ge=1, description="cap on eval rows (None: all)")
+    robustness: bool = Field(True, description="Hammer's robustness study: re-run the eval rows with "
+                                               "function / parameter / both names replaced by random strings")
+    robustness_max_examples: int | None = Field(32, ge=1, description="rows used by the robustness study, "
+                                                                      "which costs 3 more generations per row "
+                                                                      "(None: all eval rows)")
+    bfcl_categories: list[str] = Field(default_factory=list,
+                                       description="BFCL categories to generate and score (e.g. simple_python, "
+                                                   "live, all); empty: none")
+    bfcl_max_examples: int | None = Field(None, ge=1, description="cap on questions per BFCL category")
+    bfcl_task: str | None = Field(None, description="task adapter used for BFCL (default: the first task)")
+
+    @field_validator("bfcl_categories")
+    @classmethod
+    def _known_categories(cls, v: list[str]) -> list[str]:
+        if v:
+            from hammer_core.bfcl import resolve_categories
+            resolve_categories(v)  # raises ValueError naming the unknown category
+        return v
 
 
 class RegistryConfig(_Strict):

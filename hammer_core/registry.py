@@ -9,7 +9,10 @@ project-local folder (``registry.local_dir``, default ``.hammer/mlflow``)::
 The run holds the config as params, the training curve and eval metrics, the stage
 summaries and manifests, and a pyfunc model (logged from code, no pickle) whose artifacts
 are the exported base + N PEFT adapters. The registered version carries lineage tags
-(data artifact hashes, config hash, code version) and the alias ``candidate``.
+(data artifact hashes, config hash, code version) and the alias ``candidate``. The eval
+stage's report (``report.md``), its PNG plots and per-row predictions are logged under
+``eval/``; :func:`compare_versions` (``hammer eval compare``) sets the eval metrics of two
+registered versions side by side.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from hammer_core.artifacts import atomic_write_json
 from hammer_core.config import PipelineConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+# What the eval stage leaves for a person to read: metrics, the markdown report, its plots, and
+# the per-row predictions (held-out split, robustness study, BFCL), logged under ``eval/``.
+EVAL_ARTIFACTS = ["metrics.json", "report.md", "accuracy_by_category.png", "relevance.png", "robustness.png",
+                  "robustness.json", "bfcl.json", "predictions.parquet", "robustness.parquet",
+                  "bfcl_predictions.parquet"]
 
 
 def resolve_tracking_uri(cfg: PipelineConfig) -> str:
@@ -101,19 +110,26 @@ def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_
         "hammer.base_model": cfg.model.name_or_path,
     }
     metrics = _read_json(eval_dir / "metrics.json")
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"hammer-{cfg.fingerprint()[:8]}") as run:
+    # The train stage opened this pipeline's run and logged the training live: continue it.
+    trained_in = _training_run(MlflowClient(tracking_uri=uri), uri, train_dir)
+    if trained_in is not None:
+        exp_id = trained_in.info.experiment_id
+    with (mlflow.start_run(run_id=trained_in.info.run_id) if trained_in is not None else
+          mlflow.start_run(experiment_id=exp_id, run_name=f"hammer-{cfg.fingerprint()[:8]}")) as run:
         mlflow.set_tags(lineage)
-        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg.model_dump(mode="json")).items()})
-        history = (train_dir / "metrics.jsonl").read_text().splitlines()
-        for line in history:
-            rec = json.loads(line)
-            mlflow.log_metrics({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=rec["step"])
+        logged = trained_in.data.params if trained_in is not None else {}
+        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg.model_dump(mode="json")).items()
+                           if k not in logged})
+        if trained_in is None:  # a train folder without live tracking: log its curve now
+            for line in (train_dir / "metrics.jsonl").read_text().splitlines():
+                rec = json.loads(line)
+                mlflow.log_metrics({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=rec["step"])
         mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()})
         mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
         for stage_dir, names in ((ingest_dir, ["summary.json", "examples.manifest.json", "rejects.manifest.json"]),
                                  (prepare_dir, ["summary.json", "train.manifest.json", "eval.manifest.json"]),
                                  (train_dir, ["train_summary.json", "metrics.jsonl", "loss.png"]),
-                                 (eval_dir, ["metrics.json", "predictions.parquet"])):
+                                 (eval_dir, EVAL_ARTIFACTS)):
             for name in names:
                 if (stage_dir / name).exists():
                     mlflow.log_artifact(str(stage_dir / name), artifact_path=stage_dir.name)
@@ -137,6 +153,54 @@ def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_
                           registered_uri=f"models:/{cfg.registry.model_name}/{mv.version}")
     atomic_write_json(Path(out_dir) / "registry.json", result)
     return result
+
+
+def compare_versions(cfg: PipelineConfig, a: str | int, b: str | int, *, model_name: str | None = None) -> dict[str, Any]:
+    """Eval metrics of two registered versions side by side.
+
+    ``a`` and ``b`` are version numbers or aliases (``@candidate``, ``champion``); the metrics
+    are the ``eval/*`` metrics of the run that logged each version. Returns ``{"model_name",
+    "a": {"version", "run_id", "metrics"}, "b": {...}, "delta": {metric: b - a}, "markdown"}``::
+
+        res = compare_versions(cfg, 1, "@candidate")
+        print(res["markdown"])      # or: hammer eval compare --config cfg.yaml --a 1 --b @candidate
+    """
+    from mlflow import MlflowClient
+
+    from hammer_core.reports import comparison_markdown
+
+    uri = resolve_tracking_uri(cfg)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = model_name or cfg.registry.model_name
+
+    def side(ref: str | int) -> dict[str, Any]:
+        ref = str(ref)
+        mv = (client.get_model_version_by_alias(name, ref.lstrip("@")) if not ref.isdigit()
+              else client.get_model_version(name, ref))
+        if not mv.run_id:
+            raise ValueError(f"{name} version {mv.version} has no run, so no eval metrics")
+        run_metrics = client.get_run(mv.run_id).data.metrics
+        return {"version": int(mv.version), "run_id": mv.run_id,
+                "metrics": {k.removeprefix("eval/"): v for k, v in sorted(run_metrics.items()) if k.startswith("eval/")}}
+
+    left, right = side(a), side(b)
+    delta = {k: round(right["metrics"][k] - left["metrics"][k], 6)
+             for k in left["metrics"] if k in right["metrics"]}
+    md = comparison_markdown(f"{name}: version {left['version']} vs {right['version']}",
+                             (f"v{left['version']}", f"v{right['version']}"), left["metrics"], right["metrics"])
+    return {"model_name": name, "a": left, "b": right, "delta": delta, "markdown": md}
+
+
+def _training_run(client: Any, uri: str, train_dir: Path) -> Any:
+    """The MLflow run the train stage logged to (``mlflow_run.json``), if it is in this store."""
+    pointer = _read_json(train_dir / "mlflow_run.json")
+    if pointer.get("tracking_uri") != uri or not pointer.get("run_id"):
+        return None
+    try:
+        run = client.get_run(pointer["run_id"])
+    except Exception:  # noqa: BLE001 - deleted or unknown: open a new run
+        return None
+    return run if run.info.lifecycle_stage == "active" else None
 
 
 def _pip_requirements() -> list[str]:

@@ -8,6 +8,7 @@ folder (plain strings travel well between tasks and across processes).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from prefect import task
@@ -64,7 +65,11 @@ def export_task(train_dir: str, out_dir: str) -> str:
 @task(name="evaluate", cache_policy=NO_CACHE)
 def eval_task(cfg: PipelineConfig, train_dir: str, prepare_dir: str) -> dict:
     res = stages.evaluate(cfg, Path(train_dir), Path(prepare_dir), cfg.stage_dir("eval"))
-    _publish("hammer-eval", "Evaluation on the held-out split", res.metrics)
+    # the report's tables; the UI cannot show local images, so the PNG files are named instead
+    folder = res.report.parent.resolve()
+    body = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f"*plot ({m.group(1)}): `{folder / m.group(2)}`*",
+                  res.report.read_text())
+    create_markdown_artifact(key="hammer-eval", markdown=body, description="Evaluation report")
     return res.metrics
 
 
