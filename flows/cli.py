@@ -147,6 +147,9 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 
 def _run_flow(config: str, overrides: list[str]) -> dict[str, Any]:
+    # Without PREFECT_API_URL Prefect starts a temporary local API; its default 20 s start-up
+    # budget is too tight on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.pipeline import hammer_pipeline
 
     return hammer_pipeline(config_path=str(config), overrides=overrides)

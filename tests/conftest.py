@@ -3,7 +3,12 @@ end-to-end pipeline run (Prefect flow, sqlite MLflow) that several tests inspect
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,6 +35,8 @@ def _isolated_homes(tmp_path_factory):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Prefect's temporary API server gets 20 s to start by default; a loaded 2-core CI box needs more.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     yield
 
 
@@ -45,3 +52,35 @@ def pipeline_run(tmp_path_factory):
     state = hammer_pipeline(config_path=str(DEMO_CONFIG), overrides=overrides, return_state=True)
     assert state.is_completed(), state
     return state.result(), root / "run", overrides
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_server(cmd: list[str], health_url: str, log_path: Path, env: dict | None = None,
+                    timeout: float = 120):
+    """Run a server command, wait until ``health_url`` answers 200, stop it afterwards."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(health_url, timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{cmd[0]} did not start:\n{log_path.read_text()[-2000:]}")
+                    time.sleep(0.5)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

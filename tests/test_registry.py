@@ -3,12 +3,7 @@ is covered by test_pipeline)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,48 +11,22 @@ import pytest
 from hammer_core import stages
 from hammer_core.config import load_config
 
-from .conftest import DEMO_CONFIG
+from .conftest import DEMO_CONFIG, free_port, loopback_server
 
 pytestmark = pytest.mark.slow
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ})
+    port = free_port()
+    cmd = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art")]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-2000:]}")
-                time.sleep(0.5)
+    with loopback_server(cmd, f"{url}/health", root / "server.log"):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_register_against_an_mlflow_server(pipeline_run, mlflow_server, tmp_path, monkeypatch):
