@@ -153,7 +153,8 @@ class TrainConfig(_Strict):
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous for nnodes > 1 (torchrun)")
     hostfile: str | None = Field(None, description="DeepSpeed hostfile for nnodes > 1 (deepspeed launcher)")
     launcher: Literal["torchrun", "deepspeed"] = "torchrun"
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute dtype of the frozen base "
+                                                          "(the adapter stays fp32); auto: bf16 on GPUs, fp32 on CPU")
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     # sampling
     task_temperature: float = Field(1.0, gt=0, description="task sampling p_t ~ n_t^(1/T): 1 = natural "

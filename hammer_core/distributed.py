@@ -11,7 +11,8 @@ rank 0 wrote.
 
 **Backends.** On a CPU-only machine the workers use the gloo backend, fp32 and one
 ``OMP_NUM_THREADS = cores // processes`` share of the cores; on GPUs NCCL, one GPU per process
-and bf16 (``train.precision: auto``).
+and bf16 (``train.precision: auto``): the frozen base computes in bf16, the CGC-LoRA
+parameters and their optimizer state stay fp32 (see :func:`deepspeed_config`).
 
 **DeepSpeed.** :func:`deepspeed_config` maps ``train.deepspeed`` (ZeRO stage 0-3, optimizer and
 parameter offload) and the batch settings onto a DeepSpeed config; DeepSpeed averages the
@@ -199,8 +200,14 @@ def init_process_group() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def deepspeed_config(t: TrainConfig, world_size: int, precision: str) -> dict[str, Any]:
-    """The DeepSpeed config for ``t`` on ``world_size`` processes."""
+def deepspeed_config(t: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config for ``t`` on ``world_size`` processes.
+
+    DeepSpeed's own bf16 mode stays off: with bf16 the *frozen base* is cast to bf16 before
+    DeepSpeed sees the model, while the CGC-LoRA parameters -- all DeepSpeed optimizes -- stay
+    fp32 (the adapter layers cast their input up and their output back). So there are no
+    low-precision copies of trainable weights, and optimizer state and checkpoints are exact.
+    """
     z = t.deepspeed
     zero: dict[str, Any] = {"stage": z.zero_stage}
     if z.offload_optimizer != "none":
@@ -215,7 +222,6 @@ def deepspeed_config(t: TrainConfig, world_size: int, precision: str) -> dict[st
         "train_batch_size": t.batch_size * t.grad_accum * world_size,
         "gradient_clipping": t.max_grad_norm,
         "zero_optimization": zero,
-        "bf16": {"enabled": precision == "bf16"},
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 1 << 30,

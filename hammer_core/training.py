@@ -300,6 +300,9 @@ class Run:
             self.base_ref = str((self.out / "base_model").resolve())
         else:
             self.base_ref = cfg.model.name_or_path
+        self.precision = resolve_precision(t)
+        if self.precision == "bf16":  # the frozen base computes in bf16; the adapter stays fp32
+            base.to(torch.bfloat16)
         self.model = inject_cgc_lora(base, adapter_config(cfg, self.data.tasks))
         self.params = trainable_by_key(self.model)
         self.n_trainable = sum(p.numel() for p in self.params.values())
@@ -311,14 +314,13 @@ class Run:
             self.model.gradient_checkpointing_enable()
         self.model.train()
 
-        self.precision = resolve_precision(t)
         self.optimizer = make_optimizer(list(self.params.values()), t)
         self.scheduler = get_scheduler(t.scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
                                        num_training_steps=t.max_steps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.engine, _, _, _ = deepspeed.initialize(model=self.model, optimizer=self.optimizer,
-                                                        config=deepspeed_config(t, self.world, self.precision))
+                                                        config=deepspeed_config(t, self.world))
         self.device = self.engine.device
         spec = SamplingSpec(global_batch=t.batch_size * self.world, seed=cfg.seed, temperature=t.task_temperature,
                             group_by_length=t.group_by_length, window=t.length_window)
@@ -365,7 +367,7 @@ class Run:
                               task_ids=batch["task_ids"].to(self.device))
             row_loss, row_tokens = token_loss_sums(out.logits, batch["labels"].to(self.device))
             self.engine.backward(row_loss.sum() * (self.world / global_tokens), scale_wrt_gas=False)
-            if k_micro == len(micro) - 1 and t.deepspeed.zero_stage == 0 and self.precision == "fp32":
+            if k_micro == len(micro) - 1 and t.deepspeed.zero_stage == 0:
                 # DeepSpeed keeps no norm for plain fp32 data parallelism: the averaged gradients are here
                 grad_norm = total_grad_norm(self.params.values())
             self.engine.step()
