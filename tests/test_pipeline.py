@@ -106,7 +106,7 @@ def test_cli_help_and_clear_config_errors(tmp_path):
     for cmd in ("ingest", "prepare", "train", "export", "eval", "register", "run", "demo"):
         assert cmd in out.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text(DEMO_CONFIG.read_text().replace("max_steps: 60", "max_stepz: 60"))
+    bad.write_text(DEMO_CONFIG.read_text().replace("  max_steps:", "  max_stepz:"))
     out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(bad)], capture_output=True, text=True,
                          cwd=REPO)
     assert out.returncode == 2
