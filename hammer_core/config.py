@@ -77,6 +77,8 @@ class PrepareConfig(_Strict):
                                                       "exact for the tokenizer (checked); false: whole texts")
     workers: int = Field(0, ge=0, description="processes (0: one per CPU core, at most 8); the output "
                                               "does not depend on it")
+    seed: int | None = Field(None, description="seed of the split, irrelevance synthesis and masking "
+                                               "(default: the top-level seed)")
 
     @model_validator(mode="after")
     def _hard_negatives_within_irrelevance(self) -> "PrepareConfig":
@@ -200,6 +202,26 @@ class EvalConfig(_Strict):
         return v
 
 
+class PromotionConfig(_Strict):
+    """The champion gate: after registering, alias ``champion`` moves to the new version only
+    if it beats the current champion on every listed metric (see hammer_core/registry.py)."""
+
+    enabled: bool = Field(True, description="run the gate after registration (false: only `candidate`)")
+    metrics: dict[str, Literal["max", "min"]] = Field(
+        default_factory=lambda: {"call_accuracy": "max", "irrelevance_accuracy": "max"},
+        description="eval metrics the new version must beat the champion on: name -> max (higher is "
+                    "better) or min (lower is better)")
+    min_delta: float = Field(0.0, ge=0.0, description="margin by which every metric must improve "
+                                                      "(0: ties are not enough, strictly better is)")
+
+    @field_validator("metrics")
+    @classmethod
+    def _some_metric(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("the promotion gate needs at least one metric")
+        return v
+
+
 class RegistryConfig(_Strict):
     tracking_uri: str | None = Field(None, description="default: MLFLOW_TRACKING_URI, else a "
                                                          "sqlite store under the output dir")
@@ -207,6 +229,23 @@ class RegistryConfig(_Strict):
     experiment: str = "hammer"
     model_name: str = "hammer-fc"
     register_model: bool = Field(True, description="register a model version (else only log the run)")
+    promotion: PromotionConfig = PromotionConfig()
+
+
+class OrchestrationConfig(_Strict):
+    """How the Prefect flows run the stages (the single-stage CLI commands ignore it)."""
+
+    cache: bool = Field(True, description="skip a stage whose inputs (artifact content hashes) and "
+                                          "config are unchanged since it last ran")
+    retries: int = Field(2, ge=0, description="retries of a stage on transient failures (I/O, network, "
+                                              "registry); data and config errors are never retried")
+    retry_delay_seconds: list[float] = Field(default_factory=lambda: [5.0, 30.0],
+                                             description="backoff between retries (the last value repeats)")
+    task_runner: Literal["local", "dask"] = Field("local", description="where the data stages run their "
+                                                                      "shards: local, or Dask (prefect-dask)")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster "
+                                                       "(default: a local cluster)")
+    dask_workers: int = Field(2, ge=1, description="workers of the local Dask cluster")
 
 
 class PipelineConfig(_Strict):
@@ -219,6 +258,7 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("output_dir")
     @classmethod
