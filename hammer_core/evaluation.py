@@ -98,8 +98,43 @@ Call = dict[str, Any]
 _FENCE = re.compile(r"```(?:json|python|py)?\s*(.*?)```", re.S)
 
 
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+
+
+def tool_call_blocks(text: str) -> list[Call] | None:
+    """Calls in the ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` blocks that chat
+    templates with tools (Qwen2.5, Hermes, ...) make models write; ``arguments`` may be an
+    object or a JSON string (OpenAI style), ``parameters`` is read as ``arguments`` (Llama 3).
+    None if there is no block or one block does not parse (an unclosed last block is read up
+    to the end of the text, as generation may stop at the end-of-turn token)."""
+    blocks = _TOOL_CALL.findall(text)
+    if not blocks:
+        return None
+    calls = []
+    for block in blocks:
+        try:
+            obj = json.loads(block)
+        except (json.JSONDecodeError, ValueError, RecursionError):
+            return None
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            return None
+        args = obj.get("arguments", obj.get("parameters", {}))
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except (json.JSONDecodeError, ValueError, RecursionError):
+                return None
+        if not isinstance(args, dict):
+            return None
+        calls.append({"name": obj["name"], "arguments": args})
+    return calls
+
+
 def parse_calls(text: str) -> list[Call] | None:
-    """Calls from raw model output (fenced or not, with stray text); None if nothing parses."""
+    """Calls from raw model output (fenced or not, with stray text, or chat-template
+    ``<tool_call>`` blocks); None if nothing parses."""
+    if "<tool_call>" in text:
+        return tool_call_blocks(text)
     fenced = [m.group(1) for m in _FENCE.finditer(text)]
     candidates = list(fenced)
     start, end = text.find("["), text.rfind("]")

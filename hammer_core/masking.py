@@ -582,8 +582,9 @@ class Masker:
             index = view.tool.param_index
             out_calls.append((view.names[0], [(view.names[index[a] + 1], v)
                                               for a, v in c["arguments"].items()]))
-        new_messages = self._perturb_defaults(key, views, by_name, calls, out_calls, messages)
-        return RowView([views[i] for i in order], out_calls, new_messages, masked=True)
+        history = rename_history(messages, by_name) if len(messages) > 1 else None
+        new_messages = self._perturb_defaults(key, views, by_name, calls, out_calls, history or messages)
+        return RowView([views[i] for i in order], out_calls, new_messages or history, masked=True)
 
     @staticmethod
     def _unique(gen: NameGenerator, names: list[str], key: int, slot0: int) -> list[str]:
@@ -637,6 +638,42 @@ class Masker:
                 name, shown_args = out_calls[ci]
                 out_calls[ci] = (name, [(a, value if a == shown else v) for a, v in shown_args])
         return new_messages
+
+
+def rename_history(messages: Sequence[dict[str, str]], by_name: dict[str, tuple[int, ToolView]]
+                   ) -> list[dict[str, str]] | None:
+    """The conversation with the masked names inside its earlier assistant call turns (the
+    canonical JSON list of calls, see :mod:`hammer_core.schema`), so that a multi-turn row
+    stays consistent with its masked tools; None if no turn changed. Calls of functions the
+    row does not offer, and arguments they do not declare, keep their names."""
+    out = None
+    for k, m in enumerate(messages):
+        text = m.get("content", "")
+        if m.get("role") != "assistant" or not text.startswith("[{"):
+            continue
+        try:
+            calls = parse_json(text)
+        except ValueError:
+            continue
+        if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                  and isinstance(c.get("arguments"), dict) for c in calls):
+            continue
+        renamed, changed = [], False
+        for c in calls:
+            hit = by_name.get(c["name"])
+            if hit is None:
+                renamed.append(c)
+                continue
+            view = hit[1]
+            index = view.tool.param_index
+            args = {(view.names[index[a] + 1] if a in index else a): v for a, v in c["arguments"].items()}
+            renamed.append({**c, "name": view.names[0], "arguments": args})
+            changed = True
+        if changed:
+            if out is None:
+                out = [dict(x) for x in messages]
+            out[k]["content"] = dumps(renamed)
+    return out
 
 
 def perturb(value: Any, word: Any) -> Any:

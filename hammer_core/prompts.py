@@ -200,15 +200,16 @@ def _interleave(lits: Sequence[str], slots: Sequence[int], names: Sequence[str],
 
 
 def query_text(messages: Sequence[dict[str, str]]) -> str:
-    """The query block: the last user turn, with the turns before it as ``role: content`` lines."""
+    """The query block: a single user turn as it is; a conversation as ``role: content`` lines,
+    the turns after the last user turn included (earlier calls, tool results), so that a target
+    following a tool result sees it."""
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
         raise ValueError("conversation has no user turn")
     last = users[-1]
-    query = messages[last]["content"]
-    if last:
-        query = "\n".join(f"{m['role']}: {m['content']}" for m in messages[:last]) + f"\nuser: {query}"
-    return query
+    if last == 0 and len(messages) == 1:
+        return messages[0]["content"]
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 def prompt_fragments(view: RowView, messages: Sequence[dict[str, str]]) -> list[str]:

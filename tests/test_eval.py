@@ -36,6 +36,13 @@ from .conftest import DEMO_CONFIG, REPO
     ('[{"name": "f", "arguments": "not a dict"}]', None),
     ("", None),
     ("```\n[{\"name\": \"f\", \"arguments\": {\"a\": 1}\n```", None),  # truncated JSON
+    # chat-template tool calls (Qwen2.5 / Hermes): several blocks, string arguments, unclosed last block
+    ('<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>\n<tool_call>\n{"name": "g", '
+     '"arguments": "{\\"b\\": [2]}"}\n</tool_call>',
+     [{"name": "f", "arguments": {"a": 1}}, {"name": "g", "arguments": {"b": [2]}}]),
+    ('<tool_call>\n{"name": "f", "parameters": {"a": "x"}}', [{"name": "f", "arguments": {"a": "x"}}]),
+    ('<tool_call>\n{"name": "f", "arguments": {"a": 1}\n</tool_call>', None),  # truncated JSON in a block
+    ('<tool_call>{"arguments": {}}</tool_call>', None),  # no name
 ])
 def test_parse_calls(text, calls):
     assert parse_calls(text) == calls

@@ -157,6 +157,45 @@ def test_mask_row_renames_functions_and_parameters_consistently():
     assert m["parent_id"] == r["id"] and m["variant"] == "original+masked" and m["id"] == "r0~m0"
 
 
+def test_masking_renames_earlier_call_turns_of_a_conversation():
+    r = weather_row()
+    earlier = [{"name": "search_flights", "arguments": {"origin": "NYC", "dest": "PAR"}},
+               {"name": "not_offered", "arguments": {"origin": "x"}}]
+    r["messages"] = [{"role": "user", "content": "Fly me to Paris, then tell me the weather."},
+                     {"role": "assistant", "content": dumps(earlier)},
+                     {"role": "tool", "content": '{"flight": "AF1"}'},
+                     {"role": "assistant", "content": "Booked."},
+                     {"role": "user", "content": "And the weather in Paris?"}]
+    m = mask_row(r, seed=1)
+    validate_example(m)
+    tools = {t["name"]: t for t in json.loads(m["tools"])}
+    flights = next(n for n, t in tools.items() if t["description"] == FLIGHTS["description"])
+    props = tools[flights]["parameters"]["properties"]
+    by_desc = {s["description"]: p for p, s in props.items()}
+    renamed = json.loads(m["messages"][1]["content"])
+    assert renamed[0] == {"name": flights, "arguments": {by_desc["From."]: "NYC", by_desc["To."]: "PAR"}}
+    assert renamed[1] == earlier[1]  # a function the row does not offer keeps its name
+    assert m["messages"][1]["content"] == dumps(renamed)  # canonical call-turn text
+    assert [x["content"] for x in m["messages"][2:]] == [x["content"] for x in r["messages"][2:]]
+    assert r["messages"][1]["content"] == dumps(earlier)  # the input row is not modified
+    # the prompt shows the renamed history and nothing of the original names
+    prompt = "".join(prompt_fragments(mask_row_view(r, Masker.from_config(1, 1.0)), r["messages"]))
+    assert "\"search_flights\"" not in prompt and flights in prompt  # (descriptions keep their text)
+    assert prompt.count("assistant: ") == 2 and "tool: {\"flight\": \"AF1\"}" in prompt
+
+
+def test_prompt_shows_the_turns_after_the_last_user_turn():
+    msgs = [{"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": '[{"name":"get_weather","arguments":{"city":"Paris"}}]'},
+            {"role": "tool", "content": "sunny, 21C"}]
+    prompt = render_prompt(msgs, [WEATHER])
+    assert prompt.endswith("[BEGIN OF QUERY]\nuser: Weather in Paris?\nassistant: "
+                           '[{"name":"get_weather","arguments":{"city":"Paris"}}]\ntool: sunny, 21C\n'
+                           "[END OF QUERY]\n\n")
+    single = render_prompt(msgs[:1], [WEATHER])
+    assert single.endswith("[BEGIN OF QUERY]\nWeather in Paris?\n[END OF QUERY]\n\n")
+
+
 def test_mask_row_perturbs_defaults_used_by_the_gold_call_everywhere():
     r = weather_row()
     m = mask_row(r, seed=0)
@@ -311,10 +350,10 @@ def test_masked_rows_validate_keep_structure_and_agree_with_the_oracle(r, seed, 
 
 def straightforward_prompt(messages: list[dict], tools: list[dict]) -> str:
     """Hammer's prompt written directly (the format the fragments must reproduce)."""
-    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    query = messages[users[-1]]["content"]
-    if users[-1]:
-        query = "\n".join(f"{m['role']}: {m['content']}" for m in messages[:users[-1]]) + f"\nuser: {query}"
+    if len(messages) == 1:
+        query = messages[0]["content"]
+    else:  # a conversation: every turn as a role line, those after the last user turn included
+        query = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
     return (f"[BEGIN OF TASK INSTRUCTION]\n{TASK_INSTRUCTION}\n[END OF TASK INSTRUCTION]\n\n"
             f"[BEGIN OF AVAILABLE TOOLS]\n{json.dumps(tools_for_prompt(tools), ensure_ascii=False)}\n"
             f"[END OF AVAILABLE TOOLS]\n\n[BEGIN OF FORMAT INSTRUCTION]\n{FORMAT_INSTRUCTION}\n"
@@ -336,6 +375,8 @@ def test_fragments_render_hammers_prompt_exactly(r, seed, history):
     if history:
         r["messages"] = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
                          {"role": "assistant", "content": "hello"}, *r["messages"]]
+        if seed % 2:  # the target follows a tool result
+            r["messages"] += [{"role": "assistant", "content": "[]"}, {"role": "tool", "content": "42"}]
     view = mask_row_view(r, Masker.from_config(seed, 0.5))
     m = apply_view(r, view)
     want = straightforward_prompt(m["messages"], json.loads(m["tools"]))
