@@ -28,10 +28,8 @@ Run::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import json
-import platform
 import random
 import statistics
 import sys
@@ -46,9 +44,10 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.machine import machine  # noqa: E402
 
 from hammer_core.artifacts import atomic_write_text  # noqa: E402
-from hammer_core.cgc_lora import CGCLoraConfig, CGCLoraModel, inject_cgc_lora, merge_task_into_base  # noqa: E402
+from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, merge_task_into_base  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "cgc_lora.md"
 TRAIN_TARGET = 1.15
@@ -56,28 +55,6 @@ MERGED_TARGET = 1.02
 
 
 # ------------------------------------------------------------------------------ machine
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return {
-        "arch": platform.machine(),
-        "nproc": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
 
 # -------------------------------------------------------------------------------- model
 def make_base(hidden: int, layers: int, vocab: int, seed: int = 0) -> transformers.Qwen2ForCausalLM:
@@ -339,7 +316,7 @@ def main() -> None:
         merged_setting = {**merged_setting, **small, "new_tokens": 4}
         reps, merged_reps, warmup = 3, 6, 1
 
-    info = machine()
+    info = machine("transformers", torch_threads=torch.get_num_threads())
     train = []
     for setting in train_settings:
         res = bench_train(setting, reps, warmup)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -43,6 +41,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.machine import machine  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "ingest.md"
 SEED = 0
 
@@ -125,26 +124,6 @@ def _work_here(kind: str, corpus: str, out: str) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = "not installed"
-    import pyarrow
-    return {"arch": platform.machine(), "nproc": os.cpu_count(), "cpu": cpu,
-            "python": platform.python_version(), "torch": torch_version,
-            "pyarrow": pyarrow.__version__,
-            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
-
 
 def render(figures: dict[str, Any]) -> str:
     m = figures["machine"]
@@ -218,7 +197,7 @@ def main() -> None:
 
     from hammer_core.synth import write_synth
 
-    figures: dict[str, Any] = {"date": dt.date.today().isoformat(), "machine": machine(),
+    figures: dict[str, Any] = {"date": dt.date.today().isoformat(), "machine": machine("pyarrow"),
                                "seed": SEED, "naive_max": args.naive_max, "sizes": []}
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench_ingest.") as tmp:
         work = Path(tmp)

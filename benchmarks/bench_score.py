@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -42,6 +39,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.machine import machine  # noqa: E402
 
 from hammer_core import bfcl  # noqa: E402
 from hammer_core.artifacts import atomic_write_text  # noqa: E402
@@ -50,24 +48,6 @@ from hammer_core.evaluation import load_dataset, parse_calls, score, score_predi
 RESULTS = REPO / "benchmarks" / "results" / "score.md"
 TARGET = 10_000  # predictions per second
 
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = "not installed"
-    return {"arch": platform.machine(), "nproc": os.cpu_count(), "cpu": cpu, "torch": torch_version,
-            "python": platform.python_version(),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 # ------------------------------------------------------------------------------ workload

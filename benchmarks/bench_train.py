@@ -39,10 +39,8 @@ description and where every figure came from::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,6 +51,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.machine import machine  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "train.md"
 MFU_TARGET = 0.45
@@ -78,21 +77,10 @@ def peak_flops(device_name: str) -> float | None:
     return None
 
 
-def machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     import torch
-    import deepspeed
 
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    info = {"arch": platform.machine(), "nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__,
-            "deepspeed": deepspeed.__version__, "python": platform.python_version(),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_before": [round(x, 2) for x in os.getloadavg()]}
-    return info
+    return machine("deepspeed", gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
 
 # ------------------------------------------------------------------------------- worker
@@ -244,7 +232,7 @@ def markdown(info: dict[str, Any], cpu: list[dict[str, Any]], ratios: dict[str, 
     lines += ["", "**Scaling ratio**, 2 processes / 1 process, tokens/s per process (1.0 = data parallelism "
               "costs nothing). *Wall*: what a user sees on this machine, including waiting for a core that "
               "other work holds; *CPU*: per CPU second of the workers, the cost of data parallelism itself "
-              f"(load average during the run: {info['load_before']} before, {info.get('load_after', '?')} after).",
+              f"(load average during the run: {info['load_avg_at_start']} before, {info.get('load_after', '?')} after).",
               "", "| model | wall | CPU |", "|---|---|---|"]
     lines += [f"| {m} | **{v['wall']:.3f}** | **{v['cpu']:.3f}** |" for m, v in ratios.items()]
     lines += ["", "## GPU: bf16 tokens/s and MFU, Qwen2.5-1.5B architecture, sequence 2048", ""]
@@ -285,7 +273,7 @@ def main() -> None:
 
     import torch
 
-    info = machine()
+    info = machine_info()
     models = ["tiny"] if args.quick else args.models.split(",")
     cpu, ratios = [], {}
     if not torch.cuda.is_available():
