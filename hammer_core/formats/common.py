@@ -131,20 +131,19 @@ def _map_type(value: Any) -> tuple[Any, bool]:
     return mapped, mapped != value
 
 
-def convert_schema_tool(tool: Any, position: int = 0) -> dict[str, Any]:
-    """One JSON-schema style tool (OpenAI wrapper allowed) → the canonical tool; raises
-    ``bad_tool_spec`` naming the tool and what is wrong."""
-    if (isinstance(tool, MAPPINGS) and tool.get("type") == "function"
-            and isinstance(tool.get("function"), MAPPINGS)):
-        tool = tool["function"]
+def tool_header(tool: Any, position: int, *, null_description: bool, params_kind: str
+                ) -> tuple[str, str, Mapping[str, Any]]:
+    """(name, description, parameters) of a tool object, or ``bad_tool_spec`` naming the tool and
+    what is wrong; a missing description is ``""`` (a null one too if ``null_description``),
+    missing or null parameters ``{}``; ``params_kind`` words what parameters should have been."""
     if not isinstance(tool, MAPPINGS):
         raise RowError("bad_tool_spec", f"tool #{position} is a {type(tool).__name__}, "
                                         "not an object")
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise RowError("bad_tool_spec", f"tool #{position} has no string name (got {name!r})")
-    description = tool.get("description")
-    if description is None:
+    description = tool.get("description", "")
+    if description is None and null_description:
         description = ""
     if not isinstance(description, str):
         raise RowError("bad_tool_spec", f"tool {name!r} has a non-string description")
@@ -153,7 +152,29 @@ def convert_schema_tool(tool: Any, position: int = 0) -> dict[str, Any]:
         params = {}
     if not isinstance(params, MAPPINGS):
         raise RowError("bad_tool_spec", f"tool {name!r}: parameters is a "
-                                        f"{type(params).__name__}, not an object schema")
+                                        f"{type(params).__name__}, not {params_kind}")
+    return name, description, params
+
+
+def message_role(message: Any, what: str, roles: Mapping[str, str]) -> str:
+    """The canonical role of a chat message object (``roles`` maps the format's role names), or
+    ``bad_field`` naming the message and the known roles."""
+    if not isinstance(message, Mapping):
+        raise RowError("bad_field", f"{what} is a {type(message).__name__}, not an object")
+    given = message.get("role")
+    role = roles.get(given) if isinstance(given, str) else None
+    if role is None:
+        raise RowError("bad_field", f"{what} has the unknown role {given!r}; known: {sorted(roles)}")
+    return role
+
+
+def convert_schema_tool(tool: Any, position: int = 0) -> dict[str, Any]:
+    """One JSON-schema style tool (OpenAI wrapper allowed) → the canonical tool; raises
+    ``bad_tool_spec`` naming the tool and what is wrong."""
+    if (isinstance(tool, MAPPINGS) and tool.get("type") == "function"
+            and isinstance(tool.get("function"), MAPPINGS)):
+        tool = tool["function"]
+    name, description, params = tool_header(tool, position, null_description=True, params_kind="an object schema")
     ptype = params.get("type", "object")
     if ptype not in ("object", "dict"):
         raise RowError("bad_tool_spec", f"tool {name!r}: parameters.type is {ptype!r}, "

@@ -18,7 +18,7 @@ from typing import Any
 
 from hammer_core.formats import Candidate, RowError
 from hammer_core.formats import xlam
-from hammer_core.formats.common import (convert_calls, convert_schema_tool, json_field,
+from hammer_core.formats.common import (convert_calls, convert_schema_tool, json_field, message_role,
                                         record_id, single_candidate, text_content, unique_tools)
 
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant",
@@ -42,13 +42,7 @@ def convert_any_tool(tool: Any, position: int = 0) -> dict[str, Any]:
 
 def _message(message: Any, position: int) -> dict[str, str]:
     what = f"query message {position}"
-    if not isinstance(message, Mapping):
-        raise RowError("bad_field", f"{what} is a {type(message).__name__}, not an object")
-    given = message.get("role")
-    role = ROLES.get(given) if isinstance(given, str) else None
-    if role is None:
-        raise RowError("bad_field", f"{what} has the unknown role {given!r}; "
-                                    f"known: {sorted(ROLES)}")
+    role = message_role(message, what, ROLES)
     return {"role": role, "content": text_content(message.get("content"), what)}
 
 

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from hammer_core.formats import Candidate, RowError
-from hammer_core.formats.common import (Turn, conversation_candidates, convert_call,
-                                        convert_schema_tool, load_json_value, record_id,
-                                        text_content, unique_tools)
+from hammer_core.formats.common import (Turn, conversation_candidates, convert_call, convert_schema_tool,
+                                        load_json_value, message_role, record_id, text_content,
+                                        unique_tools)
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
          "tool": "tool", "function": "tool"}
@@ -45,13 +45,7 @@ def _calls(message: Mapping[str, Any], what: str) -> list[dict[str, Any]] | None
 
 def _turn(message: Any, position: int) -> Turn:
     what = f"message {position}"
-    if not isinstance(message, Mapping):
-        raise RowError("bad_field", f"{what} is a {type(message).__name__}, not an object")
-    given = message.get("role")
-    role = ROLES.get(given) if isinstance(given, str) else None
-    if role is None:
-        raise RowError("bad_field", f"{what} has the unknown role {given!r}; "
-                                    f"known: {sorted(ROLES)}")
+    role = message_role(message, what, ROLES)
     calls = _calls(message, what) if role == "assistant" else None
     return Turn(role, text_content(message.get("content"), what), calls=calls)
 

@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hammer_core.formats import MAPPINGS, Candidate, RowError
-from hammer_core.formats.common import json_field, record_id, single_candidate, unique_tools
+from hammer_core.formats.common import json_field, record_id, single_candidate, tool_header, unique_tools
 
 _OPTIONAL_SUFFIX = re.compile(r",\s*optional\s*$", re.IGNORECASE)
 
@@ -171,21 +171,7 @@ def _convert_parameter(tool: str, pname: Any, spec: Any) -> tuple[dict[str, Any]
 
 def convert_tool(tool: Any, position: int = 0) -> dict[str, Any]:
     """One xLAM tool → the canonical JSON-schema tool (raises RowError ``bad_tool_spec``)."""
-    if not isinstance(tool, MAPPINGS):
-        raise RowError("bad_tool_spec", f"tool #{position} is a {type(tool).__name__}, "
-                                        "not an object")
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise RowError("bad_tool_spec", f"tool #{position} has no string name (got {name!r})")
-    description = tool.get("description", "")
-    if not isinstance(description, str):
-        raise RowError("bad_tool_spec", f"tool {name!r} has a non-string description")
-    params = tool.get("parameters")
-    if params is None:
-        params = {}
-    if not isinstance(params, MAPPINGS):
-        raise RowError("bad_tool_spec", f"tool {name!r}: parameters is a "
-                                        f"{type(params).__name__}, not an object")
+    name, description, params = tool_header(tool, position, null_description=False, params_kind="an object")
     properties: dict[str, Any] = {}
     required: list[str] = []
     for pname, spec in params.items():
