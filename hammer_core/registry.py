@@ -1,4 +1,5 @@
-"""The register stage: one MLflow run per pipeline run, and a registered model version.
+"""The register stage: one MLflow run per pipeline run, a registered model version, and the
+champion gate.
 
 Tracking store: ``registry.tracking_uri`` from the config, else ``MLFLOW_TRACKING_URI``
 (so users point the pipeline at their server the usual way), else a sqlite store in a
@@ -6,28 +7,51 @@ project-local folder (``registry.local_dir``, default ``.hammer/mlflow``)::
 
     mlflow ui --backend-store-uri sqlite:///.hammer/mlflow/mlflow.db
 
+Every entry point first checks the store (:func:`preflight`): an unreachable server or an
+unwritable folder is one :class:`RegistryUnavailable` that says what to do, within seconds,
+instead of MLflow's long retry loop. The process environment is left as it was (MLflow's
+``set_tracking_uri`` would export ``MLFLOW_TRACKING_URI`` to everything started later;
+:func:`use_tracking_uri` scopes it).
+
 The run holds the config as params, the training curve and eval metrics, the stage
-summaries and manifests, and a pyfunc model (logged from code, no pickle) whose artifacts
-are the exported base + N PEFT adapters. The registered version carries lineage tags
-(data artifact hashes, config hash, code version) and the alias ``candidate``. The eval
-stage's report (``report.md``), its PNG plots and per-row predictions are logged under
-``eval/``; :func:`compare_versions` (``hammer eval compare``) sets the eval metrics of two
-registered versions side by side.
+summaries and manifests, and a pyfunc model (logged from code, no pickle; see
+:mod:`hammer_core.serving`) whose artifacts are the exported base + N standard PEFT adapters
+(``artifacts/export/adapters/<task>/``) and ``artifacts/base_model.json`` (which base the
+adapters apply to, and how to rebuild the tiny preset). The registered version carries
+lineage tags (data artifact hashes, config hash, code version, ``hammer.lineage_key``), its
+eval metrics (``hammer.eval.*``) and the alias ``candidate``. Registering an unchanged
+pipeline again (same lineage key) returns the existing version instead of a duplicate.
+
+Then the promotion gate (:func:`promote`, ``registry.promotion``) moves the alias
+``champion`` to the new version only if it beats the current champion by more than
+``min_delta`` on every configured metric, and records why as version tags
+(``hammer.promotion.decision`` / ``hammer.promotion.reason``). The eval stage's report,
+plots and per-row predictions are logged under ``eval/``; :func:`compare_versions`
+(``hammer eval compare``) sets the eval metrics of two registered versions side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import math
 import os
 import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hammer_core import __version__
-from hammer_core.artifacts import atomic_write_json
+from hammer_core.artifacts import atomic_write_json, atomic_write_text, sha256_file
 from hammer_core.config import PipelineConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -38,7 +62,27 @@ EVAL_ARTIFACTS = ["metrics.json", "report.md", "accuracy_by_category.png", "rele
                   "robustness.json", "bfcl.json", "predictions.parquet", "robustness.parquet",
                   "bfcl_predictions.parquet"]
 
+CANDIDATE, CHAMPION = "candidate", "champion"
+LINEAGE_KEY = "hammer.lineage_key"
+EVAL_TAG = "hammer.eval."              # + metric name: the version's eval metrics, as tags
+DECISION_TAG = "hammer.promotion.decision"
+REASON_TAG = "hammer.promotion.reason"
+PREFLIGHT_TIMEOUT_S = 4.0              # for all probes together, so an error comes within 5 s
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
+
+class RegistryUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached or written; the message says what to do.
+
+    ``transient`` is True for a server that does not answer (it may come back: worth a retry)
+    and False for a local store folder that cannot be written (a retry will not help)."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# --------------------------------------------------------------------------- the store
 def resolve_tracking_uri(cfg: PipelineConfig) -> str:
     if cfg.registry.tracking_uri:
         return cfg.registry.tracking_uri
@@ -54,6 +98,122 @@ def _is_local_default(cfg: PipelineConfig) -> bool:
     return not cfg.registry.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def _uri_source(cfg: PipelineConfig) -> str:
+    if cfg.registry.tracking_uri:
+        return "registry.tracking_uri"
+    return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "registry.local_dir"
+
+
+def preflight(cfg: PipelineConfig) -> str:
+    """Check that the configured MLflow store answers (server) or can be written (sqlite/file).
+
+    Returns the tracking URI; raises :class:`RegistryUnavailable` within a few seconds, with
+    what to do, where MLflow itself would retry for minutes::
+
+        try:
+            preflight(cfg)
+        except RegistryUnavailable as err:
+            print(err)   # cannot reach the MLflow tracking server at http://...: start it with ...
+    """
+    local_dir = Path(cfg.registry.local_dir).resolve()
+    try:
+        uri = resolve_tracking_uri(cfg)
+    except OSError as err:
+        raise RegistryUnavailable(_local_message(f"sqlite:///{local_dir / 'mlflow.db'}", local_dir, err),
+                                  transient=False) from err
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        _check_server(uri, cfg, local_dir)
+    elif scheme == "sqlite":
+        db = uri[len("sqlite:///"):] if uri.lower().startswith("sqlite:///") else ""
+        if db and db != ":memory:":
+            _check_folder(uri, Path(db).resolve().parent)
+    elif scheme in ("file", ""):
+        _check_folder(uri, Path(urllib.parse.unquote(parsed.path) if scheme else uri).resolve())
+    # other schemes (databricks, postgresql, ...): MLflow reports its own errors
+    return uri
+
+
+def _check_server(uri: str, cfg: PipelineConfig, local_dir: Path) -> None:
+    """GET /health (then the REST API, for servers mounted under a path); any 2xx answer, or
+    401/403 (a server that wants credentials: MLflow will say so), counts as reachable."""
+    deadline = time.monotonic() + PREFLIGHT_TIMEOUT_S
+    why = "no answer"
+    for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        left = deadline - time.monotonic()
+        if left < 0.1:
+            break
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + path, timeout=left) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                why = f"HTTP {resp.status} from {path.split('?')[0]}"
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):
+                return
+            why = f"HTTP {err.code} from {path.split('?')[0]}"
+        except (OSError, ValueError) as err:  # refused, timed out, unknown host, bad URL
+            why = str(getattr(err, "reason", "") or err) or type(err).__name__
+            break  # the API on the same host would fail the same way
+    raise RegistryUnavailable(
+        f"cannot reach the MLflow tracking server at {uri} (from {_uri_source(cfg)}; {why}): start it with "
+        f"`mlflow server --host 127.0.0.1 --port 5000`, or unset MLFLOW_TRACKING_URI / registry.tracking_uri "
+        f"to use the local sqlite store under {local_dir}")
+
+
+def _check_folder(uri: str, folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise RegistryUnavailable(_local_message(uri, folder, err), transient=False) from err
+
+
+def _local_message(uri: str, folder: Path, err: Exception) -> str:
+    return (f"cannot use the MLflow store at {uri}: the folder {folder} cannot be created or written "
+            f"({type(err).__name__}: {err}); point registry.local_dir at a writable folder, or set "
+            f"registry.tracking_uri / MLFLOW_TRACKING_URI to a server started with "
+            f"`mlflow server --host 127.0.0.1 --port 5000`")
+
+
+@contextlib.contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.start_run``, ``log_model``, ``pyfunc.load_model``) pointed at
+    ``uri`` inside the block; afterwards MLflow's URIs and ``os.environ`` are as they were
+    (``mlflow.set_tracking_uri`` alone also exports ``MLFLOW_TRACKING_URI`` to the environment)::
+
+        with use_tracking_uri(result["tracking_uri"]):
+            model = mlflow.pyfunc.load_model("models:/hammer-fc@champion")
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    env = {k: os.environ.get(k) for k in _URI_ENV}
+    before = (getattr(tracking_utils, "_tracking_uri", None), getattr(registry_utils, "_registry_uri", None))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])  # also resets MLflow's tracer provider
+        registry_utils._registry_uri = before[1]
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# --------------------------------------------------------------------------- lineage
 def code_version() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
@@ -61,6 +221,45 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{__version__}+{sha}" if sha else __version__
+
+
+def model_fingerprint(cfg: PipelineConfig) -> str:
+    """Hash of the config sections that shape the model and its metrics (everything but
+    ``output_dir``, ``registry`` and ``orchestration``)."""
+    dump = cfg.model_dump(mode="json")
+    for key in ("output_dir", "registry", "orchestration"):
+        dump.pop(key, None)
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tree_hash(folder: Path) -> str:
+    """Content hash of a folder: every file's relative path and bytes (sorted)."""
+    h = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def lineage_tags(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, export_dir: Path,
+                 eval_dir: Path) -> dict[str, str]:
+    """The version's lineage tags; ``hammer.lineage_key`` hashes all the inputs that make the
+    model what it is (data, config, exported weights, eval metrics) and nothing else."""
+    tags = {
+        "hammer.config_hash": cfg.fingerprint(),
+        "hammer.model_config_hash": model_fingerprint(cfg),
+        "hammer.code_version": code_version(),
+        "hammer.examples_hash": _read_json(ingest_dir / "examples.manifest.json").get("content_hash", ""),
+        "hammer.train_hash": _read_json(prepare_dir / "train.manifest.json").get("content_hash", ""),
+        "hammer.eval_hash": _read_json(prepare_dir / "eval.manifest.json").get("content_hash", ""),
+        "hammer.export_hash": tree_hash(export_dir) if Path(export_dir).is_dir() else "",
+        "hammer.metrics_hash": sha256_file(eval_dir / "metrics.json") if (eval_dir / "metrics.json").exists() else "",
+        "hammer.base_model": cfg.model.name_or_path,
+    }
+    keyed = {k: tags[k] for k in ("hammer.model_config_hash", "hammer.examples_hash", "hammer.train_hash",
+                                  "hammer.eval_hash", "hammer.export_hash", "hammer.metrics_hash")}
+    tags[LINEAGE_KEY] = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:32]
+    return tags
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -77,6 +276,7 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _experiment_id(mlflow, cfg: PipelineConfig) -> str:
+    """The configured experiment's id (created if missing); ``mlflow`` is the module or a client."""
     exp = mlflow.get_experiment_by_name(cfg.registry.experiment)
     if exp is not None:
         return exp.experiment_id
@@ -90,71 +290,277 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def base_model_reference(cfg: PipelineConfig, export_dir: Path) -> dict[str, Any]:
+    """``base_model.json``: which base the exported adapters apply to, and how to get it.
+
+    Paths are relative to the registered model's ``artifacts/`` folder."""
+    manifest = _read_json(Path(export_dir) / "export_manifest.json")
+    ref: dict[str, Any] = {
+        "name_or_path": cfg.model.name_or_path, "revision": cfg.model.revision, "dtype": cfg.model.dtype,
+        "trust_remote_code": cfg.model.trust_remote_code,
+        "tokenizer": f"export/{manifest.get('tokenizer', 'tokenizer')}",
+        "adapters": {t: f"export/{rel}" for t, rel in manifest.get("adapters", {}).items()},
+        "tasks": manifest.get("tasks", []), "adapter_format": "peft-lora", "rank": manifest.get("rank"),
+    }
+    base = manifest.get("base_model")
+    if base and (Path(export_dir) / base).is_dir():  # shipped beside the adapters (tiny preset)
+        from hammer_core.modeling import TINY_ARCH
+
+        vocab = _read_json(Path(export_dir) / base / "config.json").get("vocab_size")
+        ref["weights"] = f"export/{base}"
+        ref["load"] = "transformers.AutoModelForCausalLM.from_pretrained(<artifacts>/" + ref["weights"] + ")"
+        ref["rebuild"] = {
+            "how": "hammer_core.modeling.build_tiny_model(vocab_size, seed, dtype): a random-init Qwen2; "
+                   "the same seed and torch version give the same weights as the shipped copy",
+            "builder": "hammer_core.modeling.build_tiny_model", "vocab_size": vocab, "seed": cfg.seed,
+            "arch": {"model_type": "qwen2", **TINY_ARCH},
+        }
+    else:
+        ref["weights"] = None
+        ref["load"] = ("transformers.AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, "
+                       "dtype=dtype, use_safetensors=True)")
+    return ref
+
+
+# --------------------------------------------------------------------------- register
 def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_dir: Path,
              export_dir: Path, eval_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Log the whole pipeline run to MLflow and register the model; returns where it went."""
+    """Log the whole pipeline run to MLflow, register the model (alias ``candidate``) and run
+    the promotion gate; returns where it went (``registry.json`` holds the same)."""
     import mlflow
-    from mlflow import MlflowClient
 
-    uri = resolve_tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    exp_id = _experiment_id(mlflow, cfg)
-
-    lineage = {
-        "hammer.config_hash": cfg.fingerprint(),
-        "hammer.code_version": code_version(),
-        "hammer.examples_hash": _read_json(ingest_dir / "examples.manifest.json").get("content_hash", ""),
-        "hammer.train_hash": _read_json(prepare_dir / "train.manifest.json").get("content_hash", ""),
-        "hammer.eval_hash": _read_json(prepare_dir / "eval.manifest.json").get("content_hash", ""),
-        "hammer.base_model": cfg.model.name_or_path,
-    }
+    uri = preflight(cfg)
+    ingest_dir, prepare_dir, train_dir, export_dir, eval_dir, out_dir = map(
+        Path, (ingest_dir, prepare_dir, train_dir, export_dir, eval_dir, out_dir))
+    lineage = lineage_tags(cfg, ingest_dir=ingest_dir, prepare_dir=prepare_dir, export_dir=export_dir,
+                           eval_dir=eval_dir)
     metrics = _read_json(eval_dir / "metrics.json")
-    # The train stage opened this pipeline's run and logged the training live: continue it.
-    trained_in = _training_run(MlflowClient(tracking_uri=uri), uri, train_dir)
-    if trained_in is not None:
-        exp_id = trained_in.info.experiment_id
-    with (mlflow.start_run(run_id=trained_in.info.run_id) if trained_in is not None else
-          mlflow.start_run(experiment_id=exp_id, run_name=f"hammer-{cfg.fingerprint()[:8]}")) as run:
-        mlflow.set_tags(lineage)
-        logged = trained_in.data.params if trained_in is not None else {}
-        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg.model_dump(mode="json")).items()
-                           if k not in logged})
-        if trained_in is None:  # a train folder without live tracking: log its curve now
-            for line in (train_dir / "metrics.jsonl").read_text().splitlines():
-                rec = json.loads(line)
-                mlflow.log_metrics({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=rec["step"])
-        mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()})
-        mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
-        for stage_dir, names in ((ingest_dir, ["summary.json", "examples.manifest.json", "rejects.manifest.json"]),
-                                 (prepare_dir, ["summary.json", "train.manifest.json", "eval.manifest.json"]),
-                                 (train_dir, ["train_summary.json", "metrics.jsonl", "loss.png"]),
-                                 (eval_dir, EVAL_ARTIFACTS)):
-            for name in names:
-                if (stage_dir / name).exists():
-                    mlflow.log_artifact(str(stage_dir / name), artifact_path=stage_dir.name)
-        with warnings.catch_warnings():  # predict() takes free-form records on purpose
-            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PACKAGE_DIR / "mlflow_model.py"),
-                artifacts={"export": str(export_dir)},
-                code_paths=[str(PACKAGE_DIR)],
-                model_config={"max_new_tokens": cfg.eval.max_new_tokens},
-                pip_requirements=_pip_requirements(),
-            )
-        result: dict[str, Any] = {"tracking_uri": uri, "experiment_id": exp_id, "run_id": run.info.run_id,
-                                  "model_uri": info.model_uri, "metrics": metrics}
-        if cfg.registry.register_model:
-            mv = mlflow.register_model(info.model_uri, cfg.registry.model_name, tags=lineage)
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            client.set_registered_model_alias(cfg.registry.model_name, "candidate", mv.version)
-            result.update(model_name=cfg.registry.model_name, version=int(mv.version),
-                          registered_uri=f"models:/{cfg.registry.model_name}/{mv.version}")
+    client = _client(uri)
+    name = cfg.registry.model_name
+
+    if cfg.registry.register_model:
+        existing = _version_with_key(client, name, lineage[LINEAGE_KEY])
+        if existing is not None:  # an unchanged pipeline, registered before: no duplicate version
+            client.set_registered_model_alias(name, CANDIDATE, existing.version)
+            result = {"tracking_uri": uri, "experiment_id": _run_experiment(client, existing.run_id),
+                      "run_id": existing.run_id, "model_uri": existing.source, "metrics": metrics,
+                      "model_name": name, "version": int(existing.version), "reused": True,
+                      "registered_uri": f"models:/{name}/{existing.version}"}
+            return _finish(cfg, result, out_dir)
+
+    with use_tracking_uri(uri):
+        exp_id = _experiment_id(client, cfg)
+        # The train stage opened this pipeline's run and logged the training live: continue it.
+        trained_in = _training_run(client, uri, train_dir)
+        if trained_in is not None:
+            exp_id = trained_in.info.experiment_id
+        base_ref = out_dir / "base_model.json"
+        atomic_write_json(base_ref, base_model_reference(cfg, export_dir))
+        with (mlflow.start_run(run_id=trained_in.info.run_id) if trained_in is not None else
+              mlflow.start_run(experiment_id=exp_id, run_name=f"hammer-{cfg.fingerprint()[:8]}")) as run:
+            mlflow.set_tags(lineage)
+            logged = trained_in.data.params if trained_in is not None else {}
+            mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg.model_dump(mode="json")).items()
+                               if k not in logged})
+            if trained_in is None and (train_dir / "metrics.jsonl").exists():  # no live tracking: log the curve
+                for line in (train_dir / "metrics.jsonl").read_text().splitlines():
+                    rec = json.loads(line)
+                    mlflow.log_metrics({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=rec["step"])
+            mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items() if _is_number(v)})
+            mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
+            for stage_dir, names in ((ingest_dir, ["summary.json", "examples.manifest.json", "rejects.manifest.json"]),
+                                     (prepare_dir, ["summary.json", "train.manifest.json", "eval.manifest.json"]),
+                                     (train_dir, ["train_summary.json", "metrics.jsonl", "loss.png"]),
+                                     (eval_dir, EVAL_ARTIFACTS)):
+                for fname in names:
+                    if (stage_dir / fname).exists():
+                        mlflow.log_artifact(str(stage_dir / fname), artifact_path=stage_dir.name)
+            with warnings.catch_warnings():  # predict() takes free-form records on purpose
+                warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+                warnings.filterwarnings("ignore", message=".*signature.*")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PACKAGE_DIR / "mlflow_model.py"),
+                    artifacts={"export": str(export_dir), "base_model": str(base_ref)},
+                    code_paths=[str(PACKAGE_DIR)],
+                    model_config={"max_new_tokens": cfg.eval.max_new_tokens},
+                    pip_requirements=_pip_requirements(),
+                )
+            result: dict[str, Any] = {"tracking_uri": uri, "experiment_id": exp_id, "run_id": run.info.run_id,
+                                      "model_uri": info.model_uri, "metrics": metrics}
+            if cfg.registry.register_model:
+                tags = {**lineage, **{f"{EVAL_TAG}{k}": str(v) for k, v in metrics.items() if _is_number(v)}}
+                mv = mlflow.register_model(info.model_uri, name, tags=tags)
+                client.set_registered_model_alias(name, CANDIDATE, mv.version)
+                result.update(model_name=name, version=int(mv.version), reused=False,
+                              registered_uri=f"models:/{name}/{mv.version}")
+    return _finish(cfg, result, out_dir)
+
+
+def _finish(cfg: PipelineConfig, result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    if "version" in result and cfg.registry.promotion.enabled:
+        decision = promote(cfg, result["version"])
+        result["promotion"] = {k: v for k, v in decision.items() if k != "markdown"}
+        result["champion_version"] = decision["champion_after"]
+        atomic_write_text(Path(out_dir) / "promotion.md", decision["markdown"])
     atomic_write_json(Path(out_dir) / "registry.json", result)
     return result
 
 
+def _run_experiment(client: Any, run_id: str | None) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.experiment_id if run_id else None
+    except MlflowException:
+        return None
+
+
+def _version_with_key(client: Any, name: str, key: str) -> Any:
+    found = client.search_model_versions(f"name = '{_quote(name)}' and tags.`{LINEAGE_KEY}` = '{key}'")
+    found = [v for v in found if getattr(v, "status", "READY") == "READY"]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _quote(s: str) -> str:
+    return s.replace("'", "\\'")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# --------------------------------------------------------------------------- promotion
+def promote(cfg: PipelineConfig, version: str | int, *, force: bool = False,
+            model_name: str | None = None) -> dict[str, Any]:
+    """The champion gate: move alias ``champion`` to ``version`` if it earns it.
+
+    ``version`` is a number or an alias (``@candidate``). With no champion yet the version is
+    promoted ("first version"); otherwise only if it beats the champion by more than
+    ``registry.promotion.min_delta`` on every metric of ``registry.promotion.metrics`` in that
+    metric's direction (a tie is not enough; a metric missing on either side blocks it).
+    ``force=True`` promotes regardless. The decision is recorded on the version as tags
+    (``hammer.promotion.decision``, ``hammer.promotion.reason``). Returns ``{"promoted",
+    "version", "champion_before", "champion_after", "reason", "table": [{"metric",
+    "direction", "candidate", "champion", "delta", "passes"}], "markdown"}``::
+
+        from hammer_core.config import load_config
+        from hammer_core.registry import promote
+
+        cfg = load_config("data/configs/demo.yaml")
+        res = promote(cfg, "@candidate")        # or a version number; force=True to override
+        print(res["promoted"], res["reason"])
+        print(res["markdown"])
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(preflight(cfg))
+    name = model_name or cfg.registry.model_name
+    gate = cfg.registry.promotion
+    mv = _get_version(client, name, version)
+    try:
+        champ = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champ = None
+    before = int(champ.version) if champ is not None else None
+    ver = int(mv.version)
+
+    cand_metrics = _version_metrics(client, mv)
+    champ_metrics = _version_metrics(client, champ) if champ is not None else {}
+    table = []
+    for metric, direction in gate.metrics.items():
+        c, h = cand_metrics.get(metric), champ_metrics.get(metric)
+        delta = None if c is None or h is None else round(c - h, 6)
+        gain = None if delta is None else (delta if direction == "max" else -delta)
+        table.append({"metric": metric, "direction": direction, "candidate": c, "champion": h, "delta": delta,
+                      "passes": gain is not None and gain > gate.min_delta})
+
+    if champ is not None and int(champ.version) == ver:
+        promoted, decision = False, "already-champion"
+        reason = f"version {ver} is already the champion"
+    elif force:
+        promoted, decision = True, "forced"
+        reason = "forced" + (f" (replaces champion version {before})" if before is not None else "")
+    elif champ is None:
+        promoted, decision = True, "promoted"
+        reason = "first version: there was no champion yet"
+    else:
+        promoted = all(row["passes"] for row in table)
+        decision = "promoted" if promoted else "rejected"
+        reason = (f"beats champion version {before} by more than {gate.min_delta:g} on every metric: "
+                  if promoted else f"does not beat champion version {before}: ") + "; ".join(
+            _row_reason(row, gate.min_delta, promoted) for row in table if promoted or not row["passes"])
+
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, str(ver))
+        if champ is not None:
+            client.set_model_version_tag(name, champ.version, "hammer.promotion.replaced_by", str(ver))
+    after = ver if promoted else before
+    for key, value in ((DECISION_TAG, decision), (REASON_TAG, reason[:4900]),
+                       ("hammer.promotion.champion_before", "none" if before is None else str(before))):
+        client.set_model_version_tag(name, str(ver), key, value)
+    res = {"model_name": name, "promoted": promoted, "version": ver, "champion_before": before,
+           "champion_after": after, "decision": decision, "reason": reason, "table": table}
+    res["markdown"] = promotion_markdown(res, gate.min_delta)
+    return res
+
+
+def _row_reason(row: dict[str, Any], min_delta: float, promoted: bool) -> str:
+    m = row["metric"]
+    if row["candidate"] is None or row["champion"] is None:
+        sides = [s for s in ("candidate", "champion") if row[s] is None]
+        return f"{m} is missing on the {' and the '.join(sides)}"
+    better = "higher" if row["direction"] == "max" else "lower"
+    if promoted:
+        return f"{m} {row['candidate']:g} vs {row['champion']:g} ({row['delta']:+g})"
+    if row["delta"] == 0:
+        return f"{m} ties at {row['candidate']:g} ({better} is better; a tie is not enough)"
+    return (f"{m} {row['candidate']:g} vs {row['champion']:g} ({row['delta']:+g}; needs {better} "
+            f"by more than {min_delta:g})")
+
+
+def promotion_markdown(res: dict[str, Any], min_delta: float) -> str:
+    from hammer_core.reports import table
+
+    verdict = {"promoted": "promoted to champion", "forced": "promoted to champion (forced)",
+               "rejected": "not promoted", "already-champion": "already the champion"}[res["decision"]]
+    champ = "none" if res["champion_before"] is None else f"v{res['champion_before']}"
+    rows = [[r["metric"], r["direction"], "—" if r["candidate"] is None else r["candidate"],
+             "—" if r["champion"] is None else r["champion"],
+             "—" if r["delta"] is None else f"{r['delta']:+.4f}", "yes" if r["passes"] else "no"] for r in res["table"]]
+    return (f"# {res['model_name']} v{res['version']}: {verdict}\n\n{res['reason']}\n\n"
+            + table(["metric", "direction", f"candidate v{res['version']}", f"champion {champ}", "delta",
+                     f"beats by > {min_delta:g}"], rows) + "\n")
+
+
+def _get_version(client: Any, name: str, ref: str | int) -> Any:
+    ref = str(ref).strip()
+    if ref.isdigit():
+        return client.get_model_version(name, ref)
+    return client.get_model_version_by_alias(name, ref.lstrip("@"))
+
+
+def _version_metrics(client: Any, mv: Any) -> dict[str, float]:
+    """A version's eval metrics: its run's ``eval/*`` metrics, else its ``hammer.eval.*`` tags."""
+    out: dict[str, float] = {}
+    for k, v in (mv.tags or {}).items():
+        if k.startswith(EVAL_TAG):
+            try:
+                out[k.removeprefix(EVAL_TAG)] = float(v)
+            except ValueError:
+                pass
+    if mv.run_id:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run_metrics = client.get_run(mv.run_id).data.metrics
+        except MlflowException:  # a deleted run: the tags still tell
+            run_metrics = {}
+        out.update({k.removeprefix("eval/"): float(v) for k, v in run_metrics.items() if k.startswith("eval/")})
+    return out
+
+
+# --------------------------------------------------------------------------- compare
 def compare_versions(cfg: PipelineConfig, a: str | int, b: str | int, *, model_name: str | None = None) -> dict[str, Any]:
     """Eval metrics of two registered versions side by side.
 
@@ -165,18 +571,13 @@ def compare_versions(cfg: PipelineConfig, a: str | int, b: str | int, *, model_n
         res = compare_versions(cfg, 1, "@candidate")
         print(res["markdown"])      # or: hammer eval compare --config cfg.yaml --a 1 --b @candidate
     """
-    from mlflow import MlflowClient
-
     from hammer_core.reports import comparison_markdown
 
-    uri = resolve_tracking_uri(cfg)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = _client(preflight(cfg))
     name = model_name or cfg.registry.model_name
 
     def side(ref: str | int) -> dict[str, Any]:
-        ref = str(ref)
-        mv = (client.get_model_version_by_alias(name, ref.lstrip("@")) if not ref.isdigit()
-              else client.get_model_version(name, ref))
+        mv = _get_version(client, name, ref)
         if not mv.run_id:
             raise ValueError(f"{name} version {mv.version} has no run, so no eval metrics")
         run_metrics = client.get_run(mv.run_id).data.metrics
@@ -209,3 +610,8 @@ def _pip_requirements() -> list[str]:
     return [f"{p}=={version(p).split('+')[0]}" for p in
             ("torch", "transformers", "peft", "safetensors", "tokenizers", "mlflow", "pyarrow", "pydantic",
              "pyyaml")]
+
+
+__all__ = ["CANDIDATE", "CHAMPION", "RegistryUnavailable", "base_model_reference", "compare_versions",
+           "lineage_tags", "model_fingerprint", "preflight", "promote", "register", "resolve_tracking_uri",
+           "use_tracking_uri"]

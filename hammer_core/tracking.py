@@ -85,6 +85,7 @@ class Tracker:
     def __init__(self, mlflow: Any = None, run_id: str | None = None, tracking_uri: str | None = None,
                  experiment_id: str | None = None, resumed: bool = False) -> None:
         self._mlflow, self.run_id, self.tracking_uri = mlflow, run_id, tracking_uri
+        self._scope: Any = None  # the use_tracking_uri block open while the run is
         self.experiment_id, self.resumed = experiment_id, resumed
 
     @classmethod
@@ -98,13 +99,27 @@ class Tracker:
     @classmethod
     def open(cls, cfg: PipelineConfig, train_dir: Path, *, resuming: bool, run_name: str | None = None) -> "Tracker":
         """Start (or, when ``resuming``, re-attach to) the MLflow run and record its id."""
+        from hammer_core.registry import preflight, use_tracking_uri
+
+        uri = preflight(cfg)  # an unreachable server is one clear error, not MLflow's retry loop
+        scope = use_tracking_uri(uri)  # left in close(): the environment is not changed for good
+        scope.__enter__()
+        try:
+            tracker = cls._start(cfg, train_dir, uri, resuming=resuming, run_name=run_name)
+        except BaseException:
+            scope.__exit__(None, None, None)
+            raise
+        tracker._scope = scope
+        return tracker
+
+    @classmethod
+    def _start(cls, cfg: PipelineConfig, train_dir: Path, uri: str, *, resuming: bool,
+               run_name: str | None) -> "Tracker":
         import mlflow
         from mlflow import MlflowClient
 
-        from hammer_core.registry import _experiment_id, resolve_tracking_uri
+        from hammer_core.registry import _experiment_id
 
-        uri = resolve_tracking_uri(cfg)
-        mlflow.set_tracking_uri(uri)
         exp_id = _experiment_id(mlflow, cfg)
         run_id = None
         if resuming:
@@ -176,5 +191,10 @@ class Tracker:
 
     def close(self, status: str = "FINISHED") -> None:
         if self.enabled:
-            self._mlflow.end_run(status=status)
-            self._mlflow = None
+            try:
+                self._mlflow.end_run(status=status)
+            finally:
+                self._mlflow = None
+                scope, self._scope = self._scope, None
+                if scope is not None:
+                    scope.__exit__(None, None, None)

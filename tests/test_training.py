@@ -4,6 +4,7 @@ MLflow tracking, and real launched runs (worker processes, DeepSpeed, resume, fa
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,7 @@ def test_tracker_logs_inputs_and_reattaches_to_its_run(tmp_path, monkeypatch):
     tracker.log_inputs(tokens)
     tracker.log_metrics({"train/loss": 2.0}, step=1)
     tracker.close()
+    assert os.environ["MLFLOW_TRACKING_URI"] == ""  # the closed run leaves the environment as it was
     pointer = json.loads((train_dir / POINTER_NAME).read_text())
     assert json.loads((Path(cfg.output_dir) / POINTER_NAME).read_text()) == pointer
     client = MlflowClient(tracking_uri=pointer["tracking_uri"])
