@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from hammer_core.config import ConfigError, PipelineConfig, config_from_dict, load_config
-from hammer_core.modeling import DATA_DIR
+from hammer_core.paths import DEMO_CONFIG
 
-DEMO_CONFIG = DATA_DIR / "configs" / "demo.yaml"
+PREFECT_HEALTH_TIMEOUT_S = 5.0
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service the command needs (the Prefect API, the MLflow store) cannot be reached;
+    the message says what to do."""
 
 EPILOG = """examples:
   hammer demo                                   # whole pipeline on the bundled sample
@@ -143,13 +148,47 @@ def cmd_eval_compare(args: argparse.Namespace) -> None:
 def cmd_register(args: argparse.Namespace) -> None:
     from hammer_core import stages
 
+    _check_registry(_config(args))
     _print(stages.register(_config(args), Path(args.input), Path(args.out) if args.out else None))
+
+
+def _check_registry(cfg: PipelineConfig) -> None:
+    from hammer_core.registry import RegistryUnavailable, preflight
+
+    try:
+        preflight(cfg)
+    except RegistryUnavailable as err:
+        raise ServiceUnavailable(str(err)) from None
+
+
+def _check_prefect_api() -> None:
+    """With an API URL set (environment or Prefect profile), it must answer before a flow starts."""
+    import urllib.error
+    import urllib.request
+
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        return  # Prefect starts a temporary local API for the run
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=PREFECT_HEALTH_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered (an API that wants credentials, a path without /health): reachable
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ServiceUnavailable(
+            f"cannot reach the Prefect API at {url} ({reason}): start it with `prefect server start`, "
+            "or unset PREFECT_API_URL to run on a temporary local server") from None
 
 
 def _run_flow(config: str, overrides: list[str]) -> dict[str, Any]:
     # Without PREFECT_API_URL Prefect starts a temporary local API; its default 20 s start-up
     # budget is too tight on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    _check_prefect_api()
+    _check_registry(load_config(config, overrides))
     from flows.pipeline import hammer_pipeline
 
     return hammer_pipeline(config_path=str(config), overrides=overrides)
@@ -307,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"hammer: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError) as err:
+    except (FileNotFoundError, IsADirectoryError, ServiceUnavailable) as err:
         print(f"hammer: {err}", file=sys.stderr)
         return 2
     return 0

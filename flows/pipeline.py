@@ -1,30 +1,48 @@
-"""The whole pipeline as one Prefect flow: ingest -> prepare -> train -> export -> eval -> register.
+"""The whole pipeline as one Prefect flow: the data, train, eval and register flows as subflows.
 
-Without ``PREFECT_API_URL`` Prefect runs it against a temporary local (embedded) API; with
-it, the run shows up on that server like any deployment run.
+``hammer-pipeline`` (parameters ``config_path``, ``overrides``) runs ``hammer-data`` (ingest +
+prepare), ``hammer-train`` (train + export), ``hammer-eval`` and ``hammer-register`` (see
+:mod:`flows.stages`), and keeps a progress artifact (stage k of N) up to date. Unchanged stages
+are served from the cache. Without ``PREFECT_API_URL`` Prefect runs it against a temporary
+local (embedded) API; with it, the run shows up on that server like any deployment run.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from hammer_core.config import load_config
-from tasks import eval_task, export_task, ingest_task, prepare_task, register_task, train_task
+from flows.stages import flow_config, guarded, hammer_data, hammer_eval, hammer_register, hammer_train
+
+#: (result name, subflow, the stages it runs)
+SUBFLOWS: list[tuple[str, Flow, tuple[str, ...]]] = [
+    ("data", hammer_data, ("ingest", "prepare")), ("train", hammer_train, ("train", "export")),
+    ("eval", hammer_eval, ("eval",)), ("register", hammer_register, ("register",))]
+
+
+def _pipeline(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
+    from hammer_core.registry import preflight
+
+    cfg = flow_config(config_path, overrides)
+    preflight(cfg)  # an unreachable tracking server fails now, not after training
+    n = sum(len(stages) for *_, stages in SUBFLOWS)
+    progress = create_progress_artifact(0.0, key="hammer-pipeline-progress",
+                                        description=f"hammer-pipeline: stage 0 of {n} done")
+    results: dict[str, Any] = {}
+    done = 0
+    for name, subflow, stages in SUBFLOWS:
+        state = subflow(config_path=config_path, overrides=overrides, return_state=True)
+        results[name] = state.result()  # a failed part raises its own error (one line, see guarded)
+        done += len(stages)
+        update_progress_artifact(progress, 100.0 * done / n,
+                                 description=f"hammer-pipeline: stage {done} of {n} done ({', '.join(stages)})")
+    return {"output_dir": cfg.output_dir, "metrics": results["eval"], "registry": results["register"],
+            "export_dir": str(cfg.stage_dir("export")), "stages": results}
 
 
 @flow(name="hammer-pipeline", log_prints=True)
 def hammer_pipeline(config_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run every stage on the corpus named by the config; returns where everything went."""
-    cfg = load_config(config_path, overrides)
-    log = get_run_logger()
-    log.info("output folder: %s (config %s)", cfg.output_dir, cfg.fingerprint())
-    ingest_dir = ingest_task(cfg)
-    prepare_dir = prepare_task(cfg, ingest_dir)
-    train_dir = train_task(cfg, prepare_dir)
-    export_dir = export_task(train_dir, str(cfg.stage_dir("export")))
-    metrics = eval_task(cfg, train_dir, prepare_dir)
-    registry = register_task(cfg, cfg.output_dir)
-    return {"output_dir": cfg.output_dir, "metrics": metrics, "registry": registry,
-            "export_dir": export_dir}
+    return guarded(_pipeline, config_path, overrides)

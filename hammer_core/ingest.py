@@ -70,7 +70,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -79,12 +79,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hammer_core.artifacts import Artifact, ArtifactWriter, atomic_write_json, sha256_file
+from hammer_core.artifacts import Artifact, ArtifactWriter, atomic_write_json, open_artifact, sha256_file
 from hammer_core.config import ConfigError
 from hammer_core.formats import (FORMATS, Candidate, Format, Records, RowError, detect_format,
                                  get_format)
 from hammer_core.formats.common import tool_set_digest
-from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps
+from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, SCHEMA_VERSION, dumps
 
 if TYPE_CHECKING:
     from hammer_core.config import SourceConfig
@@ -643,32 +643,46 @@ def iter_source(spec: SourceSpec, seen: SeenRows | None = None, *,
                         resolve_format(spec) if fmt is None else fmt)
 
 
-def _iter_source(spec: SourceSpec, seen: SeenRows, fmt: Format | None) -> Iterator[Outcome]:
-    """:func:`iter_source` with the format already resolved (None: no parseable record)."""
+def _source_candidates(spec: SourceSpec, fmt: Format | None) -> Iterator[tuple[int, str, Candidate, Record]]:
+    """``(record index, location, candidate, record)`` for every candidate row of the source,
+    in input order (read, normalized and validated; not yet de-duplicated)."""
     for index, (location, record) in enumerate(_source_records(spec, fmt)):
         if spec.max_rows is not None and index >= spec.max_rows:
             break
         for candidate in _candidates(fmt, record, spec, index):
-            where = location + candidate.suffix
-            error, row = candidate.error, candidate.row
-            if row is not None:
-                digest = seen.content_digest(row, candidate.tools_digest)
-                first = seen.content.get(digest)
-                if first is not None:
-                    yield Outcome(index, duplicate_of=first)
-                    continue
-                first = seen.ids.get(row["id"])
-                if first is None:
-                    seen.ids[row["id"]] = where
-                    seen.content[digest] = where
-                    yield Outcome(index, kept=row)
-                    continue
-                error = RowError("duplicate_id", f"id {row['id']!r} was already kept, with "
-                                                 f"other content, from {first}")
-            assert error is not None
-            yield Outcome(index, rejected={
-                "source": spec.name, "location": where, "reason": error.reason,
-                "detail": error.detail, "raw": _truncate(_raw_text(record))})
+            yield index, location + candidate.suffix, candidate, record
+
+
+def _decide(seen: SeenRows, source: str, index: int, where: str, row: dict[str, Any] | None,
+            digest: bytes | None, error: RowError | None, raw: Callable[[], str]) -> Outcome:
+    """Kept, duplicate or rejected: the run-wide de-duplication of one candidate row (``digest``
+    is its :meth:`SeenRows.content_digest` when it has a row); ``raw()`` gives the reject's raw
+    text. The one place this decision is made, for :func:`ingest` and :func:`merge_shards`."""
+    if row is not None:
+        assert digest is not None
+        first = seen.content.get(digest)
+        if first is not None:
+            return Outcome(index, duplicate_of=first)
+        first = seen.ids.get(row["id"])
+        if first is None:
+            seen.ids[row["id"]] = where
+            seen.content[digest] = where
+            return Outcome(index, kept=row)
+        error = RowError("duplicate_id", f"id {row['id']!r} was already kept, with "
+                                         f"other content, from {first}")
+    assert error is not None
+    return Outcome(index, rejected={"source": source, "location": where, "reason": error.reason,
+                                    "detail": error.detail, "raw": raw()})
+
+
+def _iter_source(spec: SourceSpec, seen: SeenRows, fmt: Format | None) -> Iterator[Outcome]:
+    """:func:`iter_source` with the format already resolved (None: no parseable record)."""
+    assert spec.name is not None
+    for index, where, candidate, record in _source_candidates(spec, fmt):
+        row = candidate.row
+        digest = seen.content_digest(row, candidate.tools_digest) if row is not None else None
+        yield _decide(seen, spec.name, index, where, row, digest, candidate.error,
+                      lambda: _truncate(_raw_text(record)))  # noqa: B023 (called at once)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -705,11 +719,24 @@ def ingest(sources: list[SourceSpec], out_dir: str | os.PathLike[str], *,
     ``rejects.parquet`` (kind ``rejects``), each with its manifest, and ``summary.json``
     (the summary plus per-source counts; written last). Streams: memory does not grow with
     the corpus beyond the duplicate bookkeeping (see the module doc)."""
+    seen = SeenRows()
+
+    def one(spec: SourceSpec) -> tuple[str | None, Iterator[Outcome], Callable[[], list[dict[str, Any]]]]:
+        fmt = resolve_format(spec)
+        return fmt.name if fmt else None, _iter_source(spec, seen, fmt), lambda: _source_files(spec)
+
+    return _publish(sources, one, Path(out_dir), batch_rows)
+
+
+def _publish(sources: list[SourceSpec], outcomes_of: Callable[[SourceSpec], tuple[
+        str | None, Iterator[Outcome], Callable[[], list[dict[str, Any]]]]],
+             out_dir: Path, batch_rows: int) -> IngestResult:
+    """Write the outcomes of every source, in order, as the two artifacts and the summary.
+    ``outcomes_of(spec)`` gives the source's format name, its outcome stream and a callable
+    for its input files (called after the stream is consumed)."""
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"source names must be unique, got {names}")
-    out_dir = Path(out_dir)
-    seen = SeenRows()
     per_source: list[dict[str, Any]] = []
     by_task: Counter[str] = Counter({str(s.task): 0 for s in sources})
     with ArtifactWriter(out_dir / "examples.parquet", EXAMPLE_SCHEMA, kind="examples") as kept_out, \
@@ -718,8 +745,8 @@ def ingest(sources: list[SourceSpec], out_dir: str | os.PathLike[str], *,
         rejected_rows: list[dict[str, Any]] = []
         for spec in sources:
             tally = _Tally()
-            fmt = resolve_format(spec)
-            for outcome in _iter_source(spec, seen, fmt):
+            fmt_name, outcomes, files = outcomes_of(spec)
+            for outcome in outcomes:
                 tally.records = outcome.record + 1
                 if outcome.kept is not None:
                     kept_rows.append(outcome.kept)
@@ -738,8 +765,8 @@ def ingest(sources: list[SourceSpec], out_dir: str | os.PathLike[str], *,
                     tally.duplicates += 1
             by_task[str(spec.task)] += tally.kept
             per_source.append({
-                "name": spec.name, "path": spec.path, "format": fmt.name if fmt else None,
-                "task": spec.task, "files": _source_files(spec), "records": tally.records,
+                "name": spec.name, "path": spec.path, "format": fmt_name,
+                "task": spec.task, "files": files(), "records": tally.records,
                 "read": tally.read, "kept": tally.kept, "rejected": tally.rejected,
                 "duplicates": tally.duplicates, "by_reason": dict(sorted(tally.by_reason.items())),
             })
@@ -766,7 +793,86 @@ def ingest(sources: list[SourceSpec], out_dir: str | os.PathLike[str], *,
     return IngestResult(examples=examples, rejects=rejects, summary=summary, sources=per_source)
 
 
+# --------------------------------------------------------------------------- shards
+#
+# A distributed ingest reads, normalizes and validates each source on its own (a *shard*,
+# :func:`ingest_shard`, one per source, in any order and on any machine that sees the files),
+# then :func:`merge_shards` replays the shards in source order through the same
+# de-duplication and writer as :func:`ingest`. A shard keeps every candidate row with its
+# content digest and raw text, so the merge can make the run-wide decisions (a row that is
+# unique in its source may duplicate a row of an earlier source); the merged artifacts and
+# summary are byte-identical to :func:`ingest` over the same sources.
+
+SHARD_SCHEMA = pa.schema(
+    [pa.field("record", pa.int64(), nullable=False), pa.field("where", pa.string(), nullable=False),
+     pa.field("digest", pa.binary(), nullable=True)]
+    + [pa.field(f.name, f.type, nullable=True) for f in EXAMPLE_SCHEMA]
+    + [pa.field("reason", pa.string(), nullable=True), pa.field("detail", pa.string(), nullable=True),
+       pa.field("raw", pa.string(), nullable=False)],
+    metadata={"hammer.schema_version": SCHEMA_VERSION, "hammer.kind": "ingest_shard"},
+)
+_EXAMPLE_FIELDS = EXAMPLE_SCHEMA.names
+
+
+def ingest_shard(spec: SourceSpec, out_path: str | os.PathLike[str], *,
+                 batch_rows: int = BATCH_ROWS) -> Artifact:
+    """Read, normalize and validate one source into a shard artifact (kind ``ingest_shard``,
+    :data:`SHARD_SCHEMA`), for :func:`merge_shards`. Whole-source problems raise as in
+    :func:`ingest`."""
+    fmt = resolve_format(spec)
+    digests = SeenRows()  # only its tools-digest cache is used
+    with ArtifactWriter(out_path, SHARD_SCHEMA, kind="ingest_shard") as out:
+        batch: list[dict[str, Any]] = []
+        for index, where, candidate, record in _source_candidates(spec, fmt):
+            row, error = candidate.row, candidate.error
+            item: dict[str, Any] = {"record": index, "where": where, "raw": _truncate(_raw_text(record))}
+            if row is not None:
+                item["digest"] = digests.content_digest(row, candidate.tools_digest)
+                item.update(row)
+            else:
+                assert error is not None
+                item["reason"], item["detail"] = error.reason, error.detail
+            batch.append(item)
+            if len(batch) >= batch_rows:
+                out.write_rows(batch)
+                batch.clear()
+        out.write_rows(batch)
+        return out.finish(extra={"source": spec.name, "format": fmt.name if fmt else None,
+                                 "files": _source_files(spec)})
+
+
+def _shard_outcomes(shard: Artifact, source: str, seen: SeenRows, batch_rows: int) -> Iterator[Outcome]:
+    for batch in pq.ParquetFile(shard.path).iter_batches(batch_size=batch_rows):
+        for item in batch.to_pylist():
+            digest = item["digest"]
+            row = {k: item[k] for k in _EXAMPLE_FIELDS} if digest is not None else None
+            error = RowError(item["reason"], item["detail"]) if digest is None else None
+            yield _decide(seen, source, item["record"], item["where"], row, digest, error,
+                          lambda: item["raw"])  # noqa: B023 (called at once)
+
+
+def merge_shards(sources: list[SourceSpec], shards: list[str | os.PathLike[str]],
+                 out_dir: str | os.PathLike[str], *, batch_rows: int = BATCH_ROWS) -> IngestResult:
+    """Merge the shards of ``sources`` (one each, same order) into the artifacts of
+    :func:`ingest`: same bytes, same summary."""
+    if len(shards) != len(sources):
+        raise ValueError(f"{len(sources)} sources but {len(shards)} shards")
+    artifacts = {s.name: open_artifact(p) for s, p in zip(sources, shards)}
+    for spec, shard in artifacts.items():
+        if shard.manifest.get("kind") != "ingest_shard" or shard.manifest["extra"].get("source") != spec:
+            raise ValueError(f"{shard.path} is not the ingest shard of source {spec!r}")
+    seen = SeenRows()
+
+    def one(spec: SourceSpec) -> tuple[str | None, Iterator[Outcome], Callable[[], list[dict[str, Any]]]]:
+        shard = artifacts[str(spec.name)]
+        extra = shard.manifest["extra"]
+        return extra["format"], _shard_outcomes(shard, str(spec.name), seen, batch_rows), lambda: extra["files"]
+
+    return _publish(sources, one, Path(out_dir), batch_rows)
+
+
 __all__ = ["BATCH_ROWS", "DEFAULT_MAX_ROW_BYTES", "HF_PREFIX", "IngestResult", "Outcome",
-           "SeenRows", "SourceError", "SourceSpec", "expand_source_path", "ingest",
+           "SHARD_SCHEMA", "SeenRows", "SourceError", "SourceSpec", "expand_source_path", "ingest",
+           "ingest_shard", "merge_shards",
            "is_hf_source", "iter_source", "parse_hf_source", "read_hf_records", "read_records",
            "resolve_format"]

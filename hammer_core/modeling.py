@@ -19,9 +19,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
                           Qwen2ForCausalLM)
 
 from hammer_core.config import TINY_MODEL, ModelConfig
+from hammer_core.paths import DATA_DIR, TINY_TOKENIZER_DIR  # noqa: F401  (re-exported)
 
-DATA_DIR = Path(os.environ.get("HAMMER_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
-TINY_TOKENIZER_DIR = DATA_DIR / "tokenizer"
 
 # ChatML, as Qwen2 instruct models use; generation stops at <|im_end|>.
 CHATML_TEMPLATE = (

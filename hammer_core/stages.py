@@ -16,12 +16,50 @@ from hammer_core.config import ConfigError, PipelineConfig
 STAGES = ("ingest", "prepare", "train", "export", "eval", "register")
 
 
-def ingest(cfg: PipelineConfig, out_dir: Path):
-    from hammer_core.ingest import SourceSpec, ingest as run
+def _source_specs(cfg: PipelineConfig):
+    from hammer_core.ingest import SourceSpec
 
     if not cfg.data.sources:
         raise ConfigError("nothing to ingest: data.sources is empty (give --input or a config with sources)")
-    return run([SourceSpec.from_config(s) for s in cfg.data.sources], Path(out_dir))
+    return [SourceSpec.from_config(s) for s in cfg.data.sources]
+
+
+def ingest(cfg: PipelineConfig, out_dir: Path, shards: list[str] | None = None):
+    """Ingest every source in one process, or (``shards``: one :func:`ingest_shard` output per
+    source, in order) merge shards made elsewhere; the artifacts are the same bytes either way.
+    Merged shards are deleted afterwards."""
+    import shutil
+
+    from hammer_core.ingest import ingest as run, merge_shards
+
+    specs = _source_specs(cfg)
+    if shards is None:
+        return run(specs, Path(out_dir))
+    res = merge_shards(specs, [Path(p) for p in shards], Path(out_dir))
+    for folder in {Path(p).parent for p in shards}:
+        if folder.name == SHARDS_DIR:
+            shutil.rmtree(folder, ignore_errors=True)
+    return res
+
+
+SHARDS_DIR = ".shards"
+
+
+def shard_path(cfg: PipelineConfig, index: int) -> Path:
+    """Where the ingest shard of source ``index`` goes: ``<output_dir>/ingest/.shards/``."""
+    return cfg.stage_dir("ingest") / SHARDS_DIR / f"{index:04d}.parquet"
+
+
+def ingest_shard(cfg: PipelineConfig, index: int, out_path: Path | None = None) -> Path:
+    """Read, normalize and validate source number ``index`` into a shard (for :func:`ingest`)."""
+    from hammer_core.ingest import ingest_shard as run
+
+    specs = _source_specs(cfg)
+    if not 0 <= index < len(specs):
+        raise ConfigError(f"source index {index} is out of range: data.sources has {len(specs)} entries")
+    path = Path(out_path) if out_path is not None else shard_path(cfg, index)
+    run(specs[index], path)
+    return path
 
 
 def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path):

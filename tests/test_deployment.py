@@ -42,13 +42,17 @@ def _prefect(env: dict, *args: str, timeout: float = 120) -> str:
 def test_deploy_trigger_and_run_through_a_worker(prefect_server, tmp_path):
     env = prefect_server
     spec = yaml.safe_load((REPO / "deployment" / "prefect.yaml").read_text())
-    names = {d["name"]: d for d in spec["deployments"]}
-    assert {"on-demand", "nightly"} <= set(names)
-    assert names["nightly"]["schedules"][0]["cron"]
-    pool = names["on-demand"]["work_pool"]["name"]
+    names = {(d["entrypoint"].rsplit(":", 1)[1], d["name"]): d for d in spec["deployments"]}
+    assert {("hammer_pipeline", "on-demand"), ("hammer_pipeline", "nightly"), ("hammer_data", "on-demand"),
+            ("hammer_train", "on-demand"), ("hammer_eval", "on-demand"), ("hammer_register", "on-demand")} <= set(names)
+    assert names["hammer_pipeline", "nightly"]["schedules"][0]["cron"]
+    pool = names["hammer_pipeline", "on-demand"]["work_pool"]["name"]
 
     _prefect(env, "work-pool", "create", pool, "--type", "process")
     _prefect(env, "deploy", "--all", "--prefect-file", "deployment/prefect.yaml")
+    for deployment in ("hammer-pipeline/nightly", "hammer-data/on-demand", "hammer-train/on-demand",
+                       "hammer-eval/on-demand", "hammer-register/on-demand"):
+        _prefect(env, "deployment", "inspect", deployment)  # fails unless it was deployed
     overrides = FAST + ["eval.max_examples=2", f"output_dir={tmp_path / 'run'}",
                         f"registry.local_dir={tmp_path / 'mlflow'}"]
     _prefect(env, "deployment", "run", "hammer-pipeline/on-demand", "--param", f"overrides={json.dumps(overrides)}")
@@ -57,11 +61,14 @@ def test_deploy_trigger_and_run_through_a_worker(prefect_server, tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
 
-    body = json.dumps({"deployments": {"name": {"any_": ["on-demand"]}}}).encode()
+    body = json.dumps({"deployments": {"name": {"any_": ["on-demand"]}},
+                       "flows": {"name": {"any_": ["hammer-pipeline"]}}}).encode()
     req = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/filter", data=body,
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=30) as r:
-        (run,) = json.loads(r.read())
+        runs = json.loads(r.read())
+    assert len(runs) == 1, [(x["name"], x["flow_id"], x["deployment_id"], x["parent_task_run_id"]) for x in runs]
+    (run,) = runs
     assert run["state"]["type"] == "COMPLETED", run["state"]
     reg = json.loads((tmp_path / "run" / "register" / "registry.json").read_text())
     assert reg["version"] == 1 and reg["model_name"] == "hammer-fc"

@@ -112,3 +112,21 @@ def test_cli_help_and_clear_config_errors(tmp_path):
     assert out.returncode == 2
     assert "train.max_stepz" in out.stderr and "unknown key" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_stages_publish_artifacts_and_progress(pipeline_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter
+
+    keys = ["hammer-pipeline-progress", "hammer-ingest", "hammer-ingest-rejects", "hammer-ingest-sources",
+            "hammer-prepare", "hammer-train", "hammer-export", "hammer-eval", "hammer-eval-metrics",
+            "hammer-register"]
+    found: dict[str, list] = {}
+    with get_client(sync_client=True) as client:
+        for a in client.read_artifacts(artifact_filter=ArtifactFilter(key={"any_": keys})):
+            found.setdefault(a.key, []).append(a)
+    assert set(keys) <= set(found), sorted(set(keys) - set(found))
+    assert any(float(a.data) == 100.0 for a in found["hammer-pipeline-progress"])
+    ingest = json.loads((pipeline_run[1] / "ingest" / "summary.json").read_text())
+    tables = [{r["reason"]: r["rows"] for r in json.loads(a.data)} for a in found["hammer-ingest-rejects"]]
+    assert ingest["by_reason"] in tables
