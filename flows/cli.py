@@ -35,6 +35,7 @@ EPILOG = """examples:
   hammer eval score --dataset bfcl:simple_python --predictions preds.jsonl --out report.json
   hammer eval compare --config cfg.yaml --a 1 --b 2
   hammer register --config cfg.yaml --input out
+  hammer promote  --config cfg.yaml --version @candidate   # champion gate on eval metrics
 """
 
 
@@ -152,6 +153,22 @@ def cmd_register(args: argparse.Namespace) -> None:
     _print(stages.register(_config(args), Path(args.input), Path(args.out) if args.out else None))
 
 
+def cmd_promote(args: argparse.Namespace) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from hammer_core.registry import promote
+
+    cfg = _config(args)
+    _check_registry(cfg)
+    try:
+        res = promote(cfg, args.version, force=args.force, model_name=args.model_name)
+    except (MlflowException, ValueError) as err:  # unknown model, version or alias
+        raise ConfigError(f"cannot promote: {err}") from None
+    print(res["markdown"])
+    if not res["promoted"] and not args.force:
+        raise SystemExit(1)  # the gate said no: a script can tell
+
+
 def _check_registry(cfg: PipelineConfig) -> None:
     from hammer_core.registry import RegistryUnavailable, preflight
 
@@ -210,7 +227,12 @@ def _report(result: dict[str, Any]) -> None:
         f"  MLflow       {reg['tracking_uri']}  run {reg['run_id']}",
     ]
     if "version" in reg:
-        lines.append(f"  model        {reg['registered_uri']}  (alias: candidate)")
+        lines.append(f"  model        {reg['registered_uri']}  (alias: candidate"
+                     f"{', reused: same lineage' if reg.get('reused') else ''})")
+    promo = reg.get("promotion")
+    if promo:
+        lines.append(f"  champion     models:/{promo['model_name']}@champion -> v{reg.get('champion_version')} "
+                     f"({promo['decision']}: {promo['reason']})")
     if reg["tracking_uri"].startswith("sqlite:///"):
         lines.append(f"  browse       mlflow ui --backend-store-uri {reg['tracking_uri']}")
     lines.append("=" * 72)
@@ -321,6 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, inp="pipeline output folder (holding ingest/ prepare/ train/ export/ eval/)", out=False)
     p.add_argument("--out", help="where registry.json goes (default: INPUT/register)")
     p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("promote", help="move the champion alias to a version if it beats the champion",
+                       description="The promotion gate (registry.promotion in the config): alias champion moves "
+                                   "to VERSION only if it beats the current champion on every configured metric; "
+                                   "prints why. Exit 1 when the gate says no.")
+    _common(p, inp=None, out=False)
+    p.add_argument("--version", default="@candidate", help="version number or @alias (default: @candidate)")
+    p.add_argument("--force", action="store_true", help="promote regardless of the metrics (recorded as forced)")
+    p.add_argument("--model-name", help="registered model (default: the config's registry.model_name)")
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("run", help="the whole pipeline as a Prefect flow run",
                        description="Run every stage as a Prefect flow (embedded Prefect unless PREFECT_API_URL is set).")

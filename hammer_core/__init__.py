@@ -5,7 +5,9 @@ manifest, atomic), ``config``, ``formats`` + ``ingest`` + ``validation`` + ``syn
 ``irrelevance``, ``masking``, ``prompts``, ``tokenization``, ``prepare``, ``modeling``,
 ``cgc_lora``, ``training`` + ``distributed`` + ``train_worker`` + ``sampling`` + ``checkpoint``
 + ``tracking``, ``adapters`` (the "1 + N" export), ``evaluation`` + ``bfcl`` + ``metrics`` +
-``robustness`` + ``reports``, ``registry``, ``serving``, ``stages``.
+``robustness`` + ``reports``, ``registry`` (+ ``mlflow_model``), ``serving``, ``stages``,
+``caching`` (stage cache keys for the flows), ``paths`` (bundled data locations), ``fastprep``
+(the compiled prepare path, ``_fastprep``).
 """
 
 __version__ = "0.1.0"

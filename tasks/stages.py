@@ -104,5 +104,9 @@ def eval_task(cfg: PipelineConfig, train_dir: str, prepare_dir: str) -> dict[str
 def register_task(cfg: PipelineConfig, run_dir: str) -> dict[str, Any]:
     res = stages.register(cfg, Path(run_dir))
     _publish("hammer-register", "MLflow registration",
-             {k: v for k, v in res.items() if k != "metrics"})
+             {k: v for k, v in res.items() if k not in ("metrics", "promotion")})
+    promotion = Path(run_dir) / "register" / "promotion.md"
+    if promotion.exists():  # the champion gate's decision and its metric table
+        create_markdown_artifact(key="hammer-promotion", markdown=promotion.read_text(),
+                                 description="Champion promotion gate")
     return _jsonable(res)

@@ -35,6 +35,7 @@ def _isolated_homes(tmp_path_factory):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry attempts offline
     # Prefect's temporary API server gets 20 s to start by default; a loaded 2-core CI box needs more.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     yield

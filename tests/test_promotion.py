@@ -130,3 +130,26 @@ def test_a_missing_metric_blocks_promotion_and_force_overrides(model):
     # the champion itself: nothing to do
     res = promote(cfg(), "@champion")
     assert not res["promoted"] and res["champion_after"] == partial and "already the champion" in res["reason"]
+
+
+def test_promote_command_prints_the_decision_and_exits_1_when_the_gate_says_no(model, tmp_path, capsys):
+    import yaml
+
+    from flows.cli import main
+
+    cfg, version, champion, client, name = model
+    v1 = version(call_accuracy=0.5, irrelevance_accuracy=0.5)
+    v2 = version(call_accuracy=0.4, irrelevance_accuracy=0.9)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg().model_dump(mode="json")))
+    assert main(["promote", "--config", str(path), "--version", str(v1)]) == 0
+    assert champion() == v1 and "first version" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["promote", "--config", str(path), "--version", str(v2)])
+    assert exit_.value.code == 1 and champion() == v1
+    out = capsys.readouterr().out
+    assert "call_accuracy" in out and "| call_accuracy |" in out
+    assert main(["promote", "--config", str(path), "--version", str(v2), "--force"]) == 0
+    assert champion() == v2
+    assert main(["promote", "--config", str(path), "--version", "99"]) == 2  # unknown version: one line
+    assert "cannot promote" in capsys.readouterr().err
