@@ -94,8 +94,11 @@ def cmd_train(args: argparse.Namespace) -> None:
                                        (("nproc", args.nproc), ("launcher", args.launcher)) if value is not None]
     from hammer_core.distributed import TrainingError
 
+    cfg = _config(args)
+    if cfg.train.track:
+        _check_registry(cfg)
     try:
-        res = stages.train(_config(args), Path(args.input), Path(args.out))
+        res = stages.train(cfg, Path(args.input), Path(args.out))
     except TrainingError as err:  # the workers' error and log tail, without a launcher traceback
         print(f"hammer: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -74,7 +74,11 @@ def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool 
     from hammer_core.artifacts import open_artifact
     from hammer_core.training import train as run
 
-    return run(cfg, open_artifact(Path(prepare_dir) / "train_tokens.parquet"), Path(out_dir), progress=progress)
+    tokens = open_artifact(Path(prepare_dir) / "train_tokens.parquet")
+    if cfg.train.track:  # an unreachable MLflow store: one clear error here, not from a worker's log
+        from hammer_core.registry import preflight
+        preflight(cfg)
+    return run(cfg, tokens, Path(out_dir), progress=progress)
 
 
 def export(train_dir: Path, out_dir: Path):

@@ -270,7 +270,9 @@ def test_cli_says_what_to_do_when_prefect_or_mlflow_is_unreachable(tmp_path):
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
     for args in (["run", str(DEMO_CONFIG), "--set", f"output_dir={tmp_path / 'run'}"],
-                 ["register", "--config", str(DEMO_CONFIG), "--input", str(tmp_path / "run")]):
+                 ["register", "--config", str(DEMO_CONFIG), "--input", str(tmp_path / "run")],
+                 ["train", "--config", str(DEMO_CONFIG), "--input", str(tmp_path / "prep"),
+                  "--out", str(tmp_path / "train")]):
         out = _cli(args, {**base, "MLFLOW_TRACKING_URI": closed})
         assert out.returncode == 2, out.stderr
         assert closed in out.stderr and "Traceback" not in out.stderr, out.stderr
