@@ -13,12 +13,17 @@ of the process and its workers; peak RSS is the largest process's.
 * ``per-row``: the baseline -- one row at a time: ``json.loads`` the tools, mask them with a
   ``random.Random`` per row, ``json.dumps`` them back, render the prompt with ``json.dumps``,
   tokenize whole prompts (the tokenizer called on lists), write Parquet.
-* ``prepare``: :func:`hammer_core.prepare.prepare` (``tokenize=False`` for the render-only rows).
+* ``prepare (python)``: :func:`hammer_core.prepare.prepare` on its pure-Python path
+  (``HAMMER_FASTPREP=0``; ``tokenize=False`` for the render-only rows).
+* ``prepare (compiled)``: the same stage with the C kernel (``hammer_core._fastprep``); the
+  artifacts are byte-identical to the Python path's (the train hashes are in the JSON below).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_prepare.py                       # 60k and 1M rows
-    .venv/bin/python benchmarks/bench_prepare.py --rows 60000 --quick  # smaller baseline samples
+    .venv/bin/python benchmarks/bench_prepare.py                      # 60k and 1M rows
+    .venv/bin/python benchmarks/bench_prepare.py --rows 60000         # 60k only
+    .venv/bin/python benchmarks/bench_prepare.py --rows 1000000 --impl compiled --no-baseline \
+        --append                                                       # add 1M compiled rows
 
 To benchmark another corpus, ingest it (``hammer ingest``) and pass ``--examples PATH`` to the
 prepare runs; the synthetic corpus comes from :func:`hammer_core.synth.synth_rows`.
@@ -152,6 +157,7 @@ def baseline(examples: Path, out: Path, tokenize: bool) -> dict:
     if tokenize:
         from hammer_core.modeling import load_tiny_tokenizer
         tokenizer = load_tiny_tokenizer()
+    work_cpu_start()
     start = time.perf_counter()
     rows = pq.read_table(examples).to_pylist()
     train = [r for r in rows if not is_eval(r["id"])]
@@ -185,12 +191,26 @@ def stage(examples: Path, out: Path, tokenize: bool, overrides: list[str]) -> di
         from hammer_core.modeling import load_tokenizer
         load_tokenizer(cfg.model)  # imports (torch, transformers) are not timed
     art = open_artifact(examples)
+    work_cpu_start()
     start = time.perf_counter()
     res = prepare(cfg, art, out, tokenize=tokenize)
     seconds = time.perf_counter() - start
     s = res.summary
     return {"seconds": seconds, "input_rows": s["input_rows"], "output_rows": s["train"]["rows"] + s["eval"]["rows"],
             "tokenization": s["tokenization"], "train_hash": res.train.content_hash}
+
+
+_CPU0: list[float] = []
+
+
+def work_cpu_start() -> None:
+    """Mark the start of the timed work (CPU of this process and its reaped children from here)."""
+    _CPU0[:] = [_cpu_now()]
+
+
+def _cpu_now() -> float:
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def child(args: argparse.Namespace) -> None:
@@ -200,16 +220,20 @@ def child(args: argparse.Namespace) -> None:
             out = baseline(Path(spec["examples"]), Path(tmp), spec["tokenize"])
         else:
             out = stage(Path(spec["examples"]), Path(tmp), spec["tokenize"], spec["overrides"])
+    out["work_cpu_seconds"] = round(_cpu_now() - _CPU0[0], 1)  # the timed work only (workers included)
     self_, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     out["peak_rss_mb"] = round(max(self_.ru_maxrss, kids.ru_maxrss) / 1024)
     print("RESULT " + json.dumps(out))
 
 
-def run(kind: str, examples: Path, tokenize: bool, overrides: list[str] | None = None) -> dict:
+def run(kind: str, examples: Path, tokenize: bool, overrides: list[str] | None = None,
+        fast: bool = True) -> dict:
     spec = {"kind": kind, "examples": str(examples), "tokenize": tokenize, "overrides": overrides or []}
     before = os.times()
+    load = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "true"}, cwd=REPO)
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "true", "HAMMER_FASTPREP": "1" if fast else "0"},
+                          cwd=REPO)
     after = os.times()
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode or not line:
@@ -219,6 +243,8 @@ def run(kind: str, examples: Path, tokenize: bool, overrides: list[str] | None =
                                + (after.children_system - before.children_system), 1)
     out["rows_per_s"] = round(out["input_rows"] / out["seconds"])
     out["output_rows_per_s"] = round(out["output_rows"] / out["seconds"])
+    out["rows_per_cpu_s"] = round(out["input_rows"] / max(out["work_cpu_seconds"], 1e-9))
+    out["load_avg"] = [round(load, 2), round(os.getloadavg()[0], 2)]  # 1-min load average before / after
     return out
 
 
@@ -242,16 +268,20 @@ def markdown(results: list[dict], info: dict) -> str:
              f"Machine: {info['arch']}, {info['nproc']} cores, {info['cpu']}; Python {info['python']}, "
              f"torch {info['torch']}; {info['date']} (1-min load average at start: {info['load_avg_at_start']}).",
              "", "Rows/s are input rows per wall-clock second, from reading examples.parquet to the last byte "
-             "written (imports excluded). The speedup is against the per-row baseline on the same rows and "
+             "written (imports excluded); work CPU s is the CPU time of that same stretch, the process and "
+             "its workers (``cpu_seconds`` in the JSON also counts the imports and the tokenizer load). "
+             "The speedup is against the per-row baseline on the same rows and "
              "settings, measured in the same run, per output row (copies 3 writes 3x the rows from the same input). "
              "Generated by `benchmarks/bench_prepare.py`.", "",
-             "| rows | tokens | implementation | settings | seconds | rows/s | output rows/s | CPU s "
-             "| peak RSS MB | speedup |",
-             "|---:|:---:|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| rows | tokens | implementation | settings | seconds | rows/s | output rows/s | work CPU s "
+             "| input rows / work CPU s | load before/after | peak RSS MB | vs per-row | vs python |",
+             "|---:|:---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in results:
+        load = r.get("load_avg", ["", ""])
         lines.append(f"| {r['rows']:,} | {'yes' if r['tokenize'] else 'no'} | {r['kind']} | {r['settings']} | "
-                     f"{r['seconds']:.1f} | {r['rows_per_s']:,} | {r['output_rows_per_s']:,} | {r['cpu_seconds']} | "
-                     f"{r['peak_rss_mb']:,} | {r.get('speedup', '')} |")
+                     f"{r['seconds']:.1f} | {r['rows_per_s']:,} | {r['output_rows_per_s']:,} | {r.get('work_cpu_seconds', '')} | "
+                     f"{r.get('rows_per_cpu_s', '')} | {load[0]} / {load[1]} | {r['peak_rss_mb']:,} | "
+                     f"{r.get('speedup', '')} | {r.get('vs_python', '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -261,6 +291,11 @@ def main() -> None:
     ap.add_argument("--baseline-max", type=int, default=60_000,
                     help="the per-row baseline runs on at most this many rows (its rows/s is the same)")
     ap.add_argument("--baseline-tokens-max", type=int, default=10_000)
+    ap.add_argument("--impl", nargs="+", choices=["python", "compiled"], default=["python", "compiled"],
+                    help="which prepare paths to run (the compiled one needs the built extension)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the per-row baseline")
+    ap.add_argument("--tokens", choices=["both", "no", "yes"], default="both")
+    ap.add_argument("--append", action="store_true", help="add to the results in --out instead of replacing them")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -268,22 +303,32 @@ def main() -> None:
         return child(args)
     CACHE.mkdir(parents=True, exist_ok=True)
     info = machine()
-    results = []
+    results: list[dict] = []
+    if args.append and args.out.exists():
+        text = args.out.read_text()
+        old = json.loads(text[text.index("```json") + 7: text.rindex("```")])
+        results = old["results"]
+        info = {**old["machine"], "appended": [*old["machine"].get("appended", []), machine()]}
 
-    def record(rows: int, kind: str, tokenize: bool, settings: str, res: dict, base: dict | None) -> None:
+    def record(rows: int, kind: str, tokenize: bool, settings: str, res: dict, base: dict | None,
+               python: dict | None = None) -> None:
         res.update(rows=rows, kind=kind, tokenize=tokenize, settings=settings)
         if base is not None:  # per output row: copies 3 makes 3x the rows from the same input
             res["speedup"] = f"{res['output_rows_per_s'] / base['output_rows_per_s']:.1f}x"
+        if python is not None:  # the same rows and settings, the same run
+            res["vs_python"] = f"{res['output_rows_per_s'] / python['output_rows_per_s']:.1f}x"
         results.append(res)
         print(json.dumps(res), flush=True)
 
     for rows in args.rows:
         examples = corpus(rows)
-        for tokenize in (False, True):
-            cap = args.baseline_tokens_max if tokenize else args.baseline_max
-            b_rows = min(rows, cap)
-            base = run("per-row", corpus(b_rows), tokenize)
-            record(b_rows, "per-row", tokenize, "copies 1", base, None)
+        for tokenize in {"both": (False, True), "no": (False,), "yes": (True,)}[args.tokens]:
+            base = None
+            if not args.no_baseline:
+                cap = args.baseline_tokens_max if tokenize else args.baseline_max
+                b_rows = min(rows, cap)
+                base = run("per-row", corpus(b_rows), tokenize)
+                record(b_rows, "per-row", tokenize, "copies 1", base, None)
             variants = [("copies 1", ["prepare.copies=1"])]
             large = rows > 200_000  # the long runs: the main settings only
             if tokenize:
@@ -292,10 +337,20 @@ def main() -> None:
             if not large:
                 variants += [("copies 1, hard negatives 3%", ["prepare.copies=1", "prepare.hard_negative_ratio=0.03"])]
             for settings, overrides in variants:
-                res = run("prepare", examples, tokenize, overrides)
-                record(rows, "prepare", tokenize, settings, res, base)
+                python = None
+                if "python" in args.impl:
+                    python = run("prepare", examples, tokenize, overrides, fast=False)
+                    record(rows, "prepare (python)", tokenize, settings, python, base)
+                if "compiled" in args.impl:
+                    res = run("prepare", examples, tokenize, overrides, fast=True)
+                    record(rows, "prepare (compiled)", tokenize, settings, res, base, python)
     payload = {"machine": info, "results": results}
-    md = markdown(results, info) + "\n```json\n" + json.dumps(payload, indent=1) + "\n```\n"
+    notes = ""  # the hand-written reading of the numbers, kept across runs
+    if args.out.exists():
+        old_text = args.out.read_text()
+        if "## Reading these numbers" in old_text and "```json" in old_text:
+            notes = "\n" + old_text[old_text.index("## Reading these numbers"): old_text.index("```json")].rstrip() + "\n"
+    md = markdown(results, info) + notes + "\n```json\n" + json.dumps(payload, indent=1) + "\n```\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(md)
     print(md)

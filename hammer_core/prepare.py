@@ -29,8 +29,15 @@ written as they come back, in order, by background writer threads, in row groups
 Where the time goes: a row's tools are cut at ``},{"name":`` and looked up among compiled
 tools (:class:`hammer_core.masking.ToolCache`); masked tools, prompts and answers are filled
 templates (no JSON parsing or writing per row); tokens are cached per prompt fragment
-(:class:`hammer_core.tokenization.FragmentTokenizer`). What remains per row is Python: the
-calls (parsed with orjson), the masks, the assembly of the fragments.
+(:class:`hammer_core.tokenization.FragmentTokenizer`).
+
+Two implementations of the per-row work, with the same output bytes: the compiled kernel
+(:mod:`hammer_core.fastprep`, a C extension: it reads a block's Arrow buffers, splits, masks,
+renders and assembles the token ids of the common rows in bulk, and hands every other row --
+multi-turn conversations, perturbed defaults, non-canonical JSON, rows over the token budget
+-- to the Python path), used when the extension is built (``HAMMER_FASTPREP=0`` turns it off);
+and the pure-Python path (:meth:`Engine._emit` and its helpers), the oracle the kernel is
+tested against and the fallback when the extension is not importable (one warning).
 
 Order and determinism. Within a split, rows come out as: the original rows, then the
 synthesized rows (in the order of their source rows); the ``copies`` of a block of
@@ -54,22 +61,27 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import sys
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hammer_core import fastprep
 from hammer_core.artifacts import Artifact, ArtifactWriter, atomic_write_json
 from hammer_core.config import PipelineConfig
 from hammer_core.formats import RowError
-from hammer_core.irrelevance import Eligibility, ToolPool, eligibility, plan_counts, select_rows, synthesize
+from hammer_core.irrelevance import Eligibility, ToolPool, eligibility, plan_counts, select_rows, synthesize, \
+    synthesize_tools, synthesized_row
 from hammer_core.masking import (CompiledTool, Masker, RowView, ToolCache, copy_keys, dedup_by_name,
                                  output_identity, parse_json, plain_view, row_keys, streams, words_needed)
 from hammer_core.prompts import prompt_fragments, target_fragments
@@ -185,6 +197,13 @@ class Engine:
         elif recipe.tokenize:
             self.frag = FragmentTokenizer(tokenizer, fast=recipe.fast_tokenization)
         self.reported: set[int] = set()
+        self.fast: fastprep.FastKernel | None = None  # the compiled hot path (None: Python only)
+        if recipe.prompt_format == "hammer" and fastprep.enabled():
+            wrap = None if self.frag is None else (self.frag.head, self.frag.tail, self.frag.suffix)
+            self.fast = fastprep.FastKernel(self.masker, wrap, self.cache)
+            if self.frag is not None and self.frag.fast and sys.byteorder == "little":
+                self.fast.kernel.set_tokens(int.from_bytes(self.frag.eos, "little", signed=True),
+                                            self.frag.cache_size)
 
     @property
     def tokenization(self) -> str:
@@ -195,8 +214,14 @@ class Engine:
     # -- pass 1 -----------------------------------------------------------------------------
     def originals(self, table: pa.Table, start: int) -> BlockResult:
         """Outputs and analysis of a block of source rows (input positions from ``start``)."""
-        rows = _Columns(table)
+        rows = _Columns(table, sparse=self.fast is not None)
         r = self.recipe
+        if self.fast is not None:
+            hashed = self.fast.hash_ids(rows, r.seed, r.eval_fraction)
+            parsed_c = self.fast.parse(rows) if hashed is not None else None
+            if parsed_c is not None:
+                rows.keys = hashed[0]  # type: ignore[index]
+                return self._fast_originals(rows, start, hashed[1], parsed_c)  # type: ignore[index]
         evals = np.array([is_eval(i, r.seed, r.eval_fraction) for i in rows.ids], dtype=bool)
         parsed = [self._parse(rows, i) for i in range(len(rows.ids))]
         result = BlockResult({})
@@ -216,10 +241,51 @@ class Engine:
             result.outputs[split] = self._emit(rows, idx, parsed, split)
         return result
 
+    def _fast_originals(self, rows: "_Columns", start: int, evals: np.ndarray, parsed_c: Any) -> BlockResult:
+        """:meth:`originals` with the kernel's parse (rows it does not handle parsed here)."""
+        r = self.recipe
+        status, codes, n_tools, tool_ids, no_call = parsed_c.info()
+        status_a = np.frombuffer(status, dtype=np.uint8)
+        codes_l = np.frombuffer(codes, dtype=np.int64).tolist()
+        bounds = np.zeros(rows.n + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(n_tools, dtype=np.int32), out=bounds[1:])
+        tool_ids_a = np.frombuffer(tool_ids, dtype=np.int32)
+        no_call_a = np.frombuffer(no_call, dtype=np.uint8)
+        py = {i: self._parse(rows, i) for i in np.flatnonzero(status_a).tolist()}
+        result = BlockResult({})
+        for split, members in (("train", np.flatnonzero(~evals)), ("eval", np.flatnonzero(evals))):
+            idx = members.tolist()
+            elig = [eligibility(*py[i]) if i in py else _eligibility_of(codes_l[i]) for i in idx]
+            tools = None
+            if r.hard_negatives:
+                tools = []
+                for i in idx:
+                    row_tools = py[i][0] if i in py else [self.fast.tools[t]  # type: ignore[union-attr]
+                                                          for t in tool_ids_a[bounds[i]:bounds[i + 1]].tolist()]
+                    tools.append([t.digest for t in row_tools])
+                    for t in row_tools:
+                        if t.digest not in self.reported:
+                            self.reported.add(t.digest)
+                            result.new_tools[t.digest] = t.text
+            n_no_call = int(no_call_a[members].sum()) + sum(not py[i][1] for i in idx if i in py)
+            result.analysis[split] = Analysis(index=members + start, ids=[rows.ids[i] for i in idx], elig=elig,
+                                              no_call=n_no_call, tools=tools)
+            out = self._emit_fast(rows, idx, parsed_c, py, split)
+            if out is None:  # the Python path for this split of the block (lists made at once)
+                rows.sparse = False
+                out = self._emit(rows, idx, _LazyParse(self, rows, py), split)
+            result.outputs[split] = out
+        return result
+
     # -- pass 2 -----------------------------------------------------------------------------
     def synthesized(self, table: pa.Table, splits: Sequence[str], plans: Sequence[tuple[str, list[str] | None]]
                     ) -> BlockResult:
         """Outputs of the rows synthesized from a block of source rows, one plan each."""
+        if self.fast is not None:
+            src = _Columns(table, sparse=True)
+            parsed_c = self.fast.parse(src)
+            if parsed_c is not None:
+                return self._fast_synthesized(src, parsed_c, splits, plans)
         src = _Columns(table)
         out_rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
         for i, (split, (variant, rep_texts)) in enumerate(zip(splits, plans)):
@@ -236,6 +302,57 @@ class Engine:
             result.outputs[split] = self._emit(cols, idx, [self._parse(cols, i) for i in idx], split)
         return result
 
+    def _fast_synthesized(self, src: "_Columns", parsed_c: Any, splits: Sequence[str],
+                          plans: Sequence[tuple[str, list[str] | None]]) -> BlockResult:
+        """:meth:`synthesized` with the kernel's parse of the source rows; the synthesized rows are
+        built column-wise (messages, source and task taken over in Arrow)."""
+        status, codes, n_tools, tool_ids, _ = parsed_c.info()
+        status_a = np.frombuffer(status, dtype=np.uint8)
+        codes_l = np.frombuffer(codes, dtype=np.int64).tolist()
+        bounds = np.zeros(src.n + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(n_tools, dtype=np.int32), out=bounds[1:])
+        tool_ids_a = np.frombuffer(tool_ids, dtype=np.int32)
+        cols: dict[str, dict[str, list]] = {s: {"pos": [], "id": [], "tools": [], "parent_id": [], "variant": []}
+                                            for s in SPLITS}
+        for i, (split, (variant, rep_texts)) in enumerate(zip(splits, plans)):
+            if status_a[i]:
+                tools, calls = self._parse(src, i)
+                gold = eligibility(tools, calls).gold
+            else:
+                tools = [self.fast.tools[t] for t in tool_ids_a[bounds[i]:bounds[i + 1]].tolist()]  # type: ignore[union-attr]
+                gold = _eligibility_of(codes_l[i]).gold
+            rid = src.value("id", i)
+            if not gold:
+                raise AssertionError(f"row {rid!r} was selected for {variant} but has no gold tool")
+            reps = None if rep_texts is None else [self._compile(t) for t in rep_texts]
+            row = synthesized_row({"id": rid, "parent_id": src.value("parent_id", i)}, variant,
+                                  synthesize_tools(tools, gold, reps))
+            c = cols[split]
+            c["pos"].append(i)
+            for name in ("id", "tools", "parent_id", "variant"):
+                c[name].append(row[name])
+        result = BlockResult({})
+        for split, c in cols.items():
+            take = pa.array(c["pos"], pa.int64())
+            n = len(c["pos"])
+            table = pa.Table.from_arrays([
+                pa.array(c["id"], pa.string()), src.column("source").take(take), src.column("task").take(take),
+                src.column("messages").take(take), pa.array(c["tools"], pa.string()),
+                pa.array(["[]"] * n, pa.string()), pa.array(c["parent_id"], pa.string()),
+                pa.array(c["variant"], pa.string())], schema=EXAMPLE_SCHEMA)
+            rows = _Columns(table, sparse=True)
+            idx = list(range(n))
+            out = None
+            if idx:
+                parsed_s = self.fast.parse(rows)  # type: ignore[union-attr]
+                if parsed_s is not None:
+                    out = self._emit_fast(rows, idx, parsed_s, {}, split)
+            if out is None:
+                rows.sparse = False
+                out = self._emit(rows, idx, _LazyParse(self, rows, {}), split)
+            result.outputs[split] = out
+        return result
+
     # -- the recipe for a list of rows ------------------------------------------------------
     def _compile(self, text: str) -> CompiledTool:
         ct = self.cache.get(text)
@@ -245,9 +362,9 @@ class Engine:
 
     def _parse(self, rows: "_Columns", i: int) -> tuple[list[CompiledTool], list[dict[str, Any]]]:
         try:
-            return self.cache.split(rows.tools[i]), parse_json(rows.calls[i])
+            return self.cache.split(rows.value("tools", i)), parse_json(rows.value("calls", i))
         except (ValueError, TypeError) as err:
-            raise ValueError(f"row {rows.ids[i]!r} is not a canonical row ({err}); "
+            raise ValueError(f"row {rows.value('id', i)!r} is not a canonical row ({err}); "
                              "was examples.parquet written by `hammer ingest`?") from err
 
     def _emit(self, rows: "_Columns", idx: list[int], parsed: list, split: str) -> SplitOutput:
@@ -276,6 +393,149 @@ class Engine:
                 views.append((k, i, view))
         encoded = self._tokenize(rows, views)
         return self._assemble(rows, views, encoded, split)
+
+    def _row_view(self, rows: "_Columns", i: int, parsed: Any, masked: bool, key: int) -> RowView:
+        """The view of one output row, as :meth:`_emit` makes it (the kernel's Python rows)."""
+        tools, calls = parsed[i]
+        if not masked:
+            return plain_view(tools, calls)
+        tools = dedup_by_name(tools)
+        words = streams(np.array([key], dtype=np.uint64), np.array([words_needed(tools)], dtype=np.int64))[0]
+        if self.masker.is_masked(words):
+            return self.masker.mask(key, words, tools, calls, rows.messages(i))
+        return plain_view(tools, calls)
+
+    def _emit_fast(self, rows: "_Columns", idx: list[int], parsed_c: Any, py: dict[int, Any], split: str
+                   ) -> SplitOutput | None:
+        """:meth:`_emit` through the kernel (the same rows, bytes and counts); the rows the kernel
+        does not handle are made here and passed to it. None: do it in Python (a row over the
+        token budget, or columns the kernel cannot read)."""
+        r = self.recipe
+        if not idx:
+            return SplitOutput(EXAMPLE_SCHEMA.empty_table(), TOKENS_SCHEMA.empty_table() if r.tokenize else None)
+        idcols = self.fast.id_columns(rows)  # type: ignore[union-attr]
+        if idcols is None:
+            return None
+        masked = split == "train" and r.mask_prob > 0
+        copies = r.copies if split == "train" else 1
+        where0 = np.asarray(idx, dtype=np.int64)
+        base = rows.keys[where0] if rows.keys is not None else row_keys(r.seed, [rows.ids[i] for i in idx])
+        keys = np.concatenate([copy_keys(base, k) for k in range(copies)]).astype(np.uint64)
+        where = np.tile(where0, copies)
+        kb, wb = keys.tobytes(), where.tobytes()
+        tokens = r.tokenize and self.frag is not None
+        # 2: token ids assembled by the kernel from its fragment cache; 1: fragment lists, encoded here
+        mode = (2 if self.frag.fast and sys.byteorder == "little" else 1) if tokens else 0  # type: ignore[union-attr]
+        parsed = _LazyParse(self, rows, py)
+        overrides: dict[int, tuple] = {}
+        new_msgs: list[tuple[int, Any]] = []
+        for t in parsed_c.plan(wb, kb, copies, masked):
+            k, i = t // len(idx), int(where[t])
+            view = self._row_view(rows, i, parsed, masked, int(keys[t]))
+            msgs = view.messages or rows.messages(i)
+            prompt, target = prompt_fragments(view, msgs), target_fragments(view)
+            if tokens:
+                prompt = self.frag.wrap_prompt(prompt)  # type: ignore[union-attr]
+            else:  # render only: the same work as the Python path, nothing kept
+                "".join(prompt)
+                "".join(target)
+                prompt = target = None
+            rid, variant, parent = output_identity(rows.ids[i], rows.value("variant", i), rows.value("parent_id", i),
+                                                   k, view.masked)
+            overrides[t] = (rid, variant, parent,
+                            view.tools_json() if view.masked else rows.value("tools", i),
+                            view.calls_json() if view.masked else rows.value("calls", i),
+                            prompt, target, not view.calls)
+            if view.messages is not None:
+                new_msgs.append((t, view.messages))
+        if mode == 2:
+            self.fast.kernel.trim_tokens()  # type: ignore[union-attr]
+        while True:
+            res = parsed_c.emit(*idcols, wb, kb, copies, masked, mode, overrides)
+            if res[0] is not None:
+                break
+            self._cache_tokens(res[1])  # fragments new to the kernel's token cache
+        (c_id, c_var, c_par, c_tools, c_calls, valid, _src, no_call, _chars, prompts, targets, c_tokens) = res
+        n = len(where)
+        ids_a = fastprep.string_array(n, *c_id)
+        tools_a, calls_a = fastprep.string_array(n, *c_tools), fastprep.string_array(n, *c_calls)
+        encoded = None
+        frag = self.frag
+        limit = r.max_length
+        if mode == 1:
+            encoded = frag.encode(prompts, targets)  # type: ignore[union-attr]
+            if any(len(a) + len(b) > 4 * limit for a, b in encoded):
+                return None  # trim or reject: the Python path
+            for q in range(0, n, SPOT_CHECK_EVERY):
+                frag.check(prompts[q], targets[q], encoded[q], ids_a[q].as_py())  # type: ignore[union-attr]
+        elif mode == 2:
+            tok_off = np.frombuffer(c_tokens[0], dtype=np.int32)
+            lengths_a = np.diff(tok_off)
+            if n and int(lengths_a.max()) > limit:
+                return None  # trim or reject: the Python path
+            values = c_tokens[1]
+            n_prompt = np.frombuffer(c_tokens[2], dtype=np.int32)
+            for q in range(0, n, SPOT_CHECK_EVERY):  # the kernel's ids against whole-text tokenization
+                if q in overrides:
+                    prompt, target = overrides[q][5], overrides[q][6]
+                else:
+                    i = int(where[q])
+                    view = self._row_view(rows, i, parsed, masked, int(keys[q]))
+                    prompt = frag.wrap_prompt(prompt_fragments(view, view.messages or rows.messages(i)))  # type: ignore[union-attr]
+                    target = target_fragments(view)
+                a, b = int(tok_off[q]), int(tok_off[q + 1])
+                split_at = a + int(n_prompt[q])
+                frag.check(prompt, target, (values[4 * a:4 * split_at], values[4 * split_at:4 * b]),  # type: ignore[union-attr]
+                           ids_a[q].as_py())
+        patched = dict(new_msgs)
+        for q in range(0, n, VALIDATE_EVERY):
+            i = int(where[q])
+            row = {"messages": patched.get(q) or rows.messages(i), "tools": tools_a[q].as_py(),
+                   "calls": calls_a[q].as_py()}
+            try:
+                validate_example(row)
+            except RowError as err:
+                raise AssertionError(f"prepare produced an invalid row {ids_a[q].as_py()}: {err.reason}: "
+                                     f"{err.detail}") from err
+        take = pa.array(where, pa.int64())
+        variants_a = fastprep.string_array(n, *c_var)
+        tasks_a = rows.column("task").take(take)
+        table = pa.Table.from_arrays([
+            ids_a, rows.column("source").take(take), tasks_a,
+            _patched(rows.column("messages"), rows.n, take, new_msgs, _MESSAGES),
+            tools_a, calls_a, fastprep.string_array(n, *c_par, valid), variants_a], schema=EXAMPLE_SCHEMA)
+        out = SplitOutput(examples=table, tokens=None)
+        out.by_variant.update(_value_counts(variants_a))
+        out.by_task.update(_value_counts(tasks_a))
+        out.counts["no_call"] = no_call
+        out.counts["rows"] = n
+        if encoded is not None:
+            out.tokens = tokens_table(ids_a, tasks_a, encoded)
+            lengths = [(len(a) + len(b)) // 4 for a, b in encoded]
+            out.counts["tokens"] = sum(lengths)
+            out.max_len = max(lengths, default=0)
+        elif mode == 2:
+            input_ids = pa.ListArray.from_arrays(pa.array(tok_off, pa.int32()),
+                                                 pa.array(np.frombuffer(values, dtype="<i4"), pa.int32()))
+            out.tokens = pa.Table.from_arrays([ids_a, tasks_a, input_ids, pa.array(n_prompt, pa.int32())],
+                                              schema=TOKENS_SCHEMA)
+            out.counts["tokens"] = int(tok_off[-1])
+            out.max_len = int(lengths_a.max()) if n else 0
+        elif r.tokenize:  # chat_template: never through the kernel
+            raise AssertionError("the kernel runs only with the hammer prompt format")
+        return out
+
+    def _cache_tokens(self, texts: list[str]) -> None:
+        """Tokenize fragments into the kernel's cache, as :meth:`FragmentTokenizer.encode` does:
+        cut at their safe cuts, the new chunks tokenized in bulk, each fragment the concatenation
+        of its chunks' ids (the cutting and the cache are in C)."""
+        frag, kernel = self.frag, self.fast.kernel  # type: ignore[union-attr]
+        assert frag is not None
+        chunks = kernel.split_misses(texts)
+        if chunks:
+            order, ids, counts = frag.tokenize_chunks_flat(chunks)  # ids do not depend on the grouping
+            kernel.add_chunks(order, ids.tobytes(), counts.tobytes())
+        kernel.join_misses(texts)
 
     def _tokenize(self, rows: "_Columns", views: list[tuple[int, int, RowView]],
                   check: bool = True) -> list[tuple[bytes, bytes]]:
@@ -368,19 +628,32 @@ class Engine:
 
 
 class _Columns:
-    """A block of canonical rows as Python lists (the columns the recipe reads) + Arrow."""
+    """A block of canonical rows as Python lists (the columns the recipe reads, made on first
+    use) + Arrow. ``sparse``: the kernel reads the block, Python only a few rows (one by one)."""
 
-    def __init__(self, table: pa.Table) -> None:
+    def __init__(self, table: pa.Table, sparse: bool = False) -> None:
         self.table = table
         self.n = table.num_rows
-        self.ids = table.column("id").to_pylist()
-        self.tools = table.column("tools").to_pylist()
-        self.calls = table.column("calls").to_pylist()
-        self.tasks = table.column("task").to_pylist()
-        self.variants = table.column("variant").to_pylist()
-        self.parents = table.column("parent_id").to_pylist()
+        self.sparse = sparse
+        self.keys: np.ndarray | None = None  # the rows' masking keys (row_keys), when computed in bulk
         self._messages: list | None = None
         self._arrays: dict[str, pa.Array] = {}
+
+    ids = cached_property(lambda self: self.table.column("id").to_pylist())
+    tools = cached_property(lambda self: self.table.column("tools").to_pylist())
+    calls = cached_property(lambda self: self.table.column("calls").to_pylist())
+    tasks = cached_property(lambda self: self.table.column("task").to_pylist())
+    variants = cached_property(lambda self: self.table.column("variant").to_pylist())
+    parents = cached_property(lambda self: self.table.column("parent_id").to_pylist())
+    _LISTS = {"id": "ids", "tools": "tools", "calls": "calls", "task": "tasks", "variant": "variants",
+              "parent_id": "parents"}
+
+    def value(self, name: str, i: int) -> Any:
+        """Row ``i``'s value of column ``name`` (from the Python list when made, else from Arrow)."""
+        attr = self._LISTS[name]
+        if not self.sparse or attr in self.__dict__:
+            return getattr(self, attr)[i]
+        return self.column(name)[i].as_py()
 
     def column(self, name: str) -> pa.Array:
         array = self._arrays.get(name)
@@ -390,6 +663,8 @@ class _Columns:
 
     def messages(self, i: int) -> list[dict[str, str]]:
         if self._messages is None:
+            if self.sparse:
+                return self.column("messages")[i].as_py()
             self._messages = self.table.column("messages").to_pylist()
         return self._messages[i]
 
@@ -407,6 +682,36 @@ def _patched(column: pa.Array, n_in: int, take: pa.Array, patches: list[tuple[in
     index = take.to_numpy().copy()
     index[[p for p, _ in patches]] = np.arange(n_in, n_in + len(patches))
     return pa.concat_arrays([column.cast(type_), pa.array([v for _, v in patches], type_)]).take(pa.array(index))
+
+
+class _LazyParse:
+    """``parsed[i]`` for the Python path over a kernel-read block: the rows already parsed, the
+    others parsed on first use."""
+
+    def __init__(self, engine: Engine, rows: _Columns, parsed: dict[int, Any]) -> None:
+        self.engine, self.rows, self.parsed = engine, rows, parsed
+
+    def __getitem__(self, i: int) -> Any:
+        p = self.parsed.get(i)
+        if p is None:
+            p = self.parsed[i] = self.engine._parse(self.rows, i)
+        return p
+
+
+_ELIGIBILITY: dict[int, Eligibility] = {}
+
+
+def _eligibility_of(code: int) -> Eligibility:
+    """The kernel's eligibility code (plain | hard_negative << 1 | gold positions << 2)."""
+    e = _ELIGIBILITY.get(code)
+    if e is None:
+        gold = tuple(i for i in range(62) if code >> (i + 2) & 1)
+        e = _ELIGIBILITY[code] = Eligibility(bool(code & 1), bool(code & 2), gold)
+    return e
+
+
+def _value_counts(array: pa.Array) -> dict[str, int]:
+    return {d["values"]: d["counts"] for d in pc.value_counts(array).to_pylist()}
 
 
 def _validate(rows: _Columns, i: int, rid: str, view: RowView) -> None:

@@ -273,6 +273,54 @@ class FragmentTokenizer:
         for t, parts in chunked:
             cache[t] = b"".join([cache[p] for p in parts])
 
+    def _encode_batch(self, texts: list[str]) -> list[Any]:
+        """The backend's encodings of ``texts`` (no special tokens added); ``encode_batch_fast``
+        where the backend has it (the same ids, without character offsets: ~30 % faster)."""
+        fast = getattr(self.backend, "encode_batch_fast", None)
+        if fast is not None:
+            return fast(texts, add_special_tokens=False)
+        return self.backend.encode_batch(texts, add_special_tokens=False)
+
+    def tokenize_chunks_flat(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The ids of chunks ``texts`` (pieces between safe cuts, see :meth:`_fill`), the same ids
+        :meth:`_tokenize_chunks` caches, in bulk: ``(chunks, ids, counts)`` -- the chunks in the
+        order of ``ids`` (int32, all chunks' ids one after the other) and each chunk's number of
+        ids. For callers that keep their own cache (:mod:`hammer_core.fastprep`)."""
+        sep, sep_id = self.sep  # type: ignore[misc]
+        plain = [t for t in texts if sep not in t]
+        alone = [t for t in texts if sep in t]
+        lengths = np.array(list(map(len, plain)), dtype=np.int64) + len(sep)
+        group_of = np.cumsum(lengths) // self.CHUNK_CHARS  # ~CHUNK_CHARS characters a group
+        bounds = np.flatnonzero(np.diff(group_of)) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), len(plain)]
+        groups = [plain[a:b] for a, b in zip(starts, ends) if b > a]
+        encs = self._encode_batch([sep.join(g) for g in groups] + alone)
+        out_chunks: list[str] = []
+        flats: list[np.ndarray] = []
+        counts: list[np.ndarray] = []
+        for g, enc in zip(groups, encs):
+            ids = np.asarray(enc.ids, dtype=np.int32)
+            cuts = np.flatnonzero(ids == sep_id)
+            if len(cuts) != len(g) - 1:  # should not happen; tokenize this group one by one
+                whole = [np.frombuffer(b, dtype="<i4").astype(np.int32) for b in self._whole(g)]
+                out_chunks.extend(g)
+                flats.extend(whole)
+                counts.append(np.array([len(w) for w in whole], dtype=np.int32))
+                continue
+            edges = np.concatenate([[-1], cuts, [len(ids)]])
+            counts.append((np.diff(edges) - 1).astype(np.int32))
+            flats.append(np.delete(ids, cuts))
+            out_chunks.extend(g)
+        for t, enc in zip(alone, encs[len(groups):]):
+            ids = np.asarray(enc.ids, dtype=np.int32)
+            out_chunks.append(t)
+            flats.append(ids)
+            counts.append(np.array([len(ids)], dtype=np.int32))
+        if not out_chunks:
+            return [], np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
+        return out_chunks, np.concatenate(flats).astype(np.int32), np.concatenate(counts).astype(np.int32)
+
     def _tokenize_chunks(self, texts: list[str]) -> None:
         sep, sep_id = self.sep  # type: ignore[misc]
         alone = [t for t in texts if sep in t]
@@ -286,7 +334,7 @@ class FragmentTokenizer:
                 size = 0
             groups[-1].append(t)
             size += len(t) + len(sep)
-        encs = self.backend.encode_batch([sep.join(g) for g in groups] + alone, add_special_tokens=False)
+        encs = self._encode_batch([sep.join(g) for g in groups] + alone)
         cache = self.cache
         for g, enc in zip(groups, encs):
             ids = np.asarray(enc.ids, dtype="<i4")
@@ -369,15 +417,19 @@ def encode_chat_template(tokenizer: PreTrainedTokenizerBase, rows: Sequence[tupl
             for a, b in zip(p, t)]
 
 
-def tokens_table(ids: Sequence[str], tasks: Sequence[str], encoded: Sequence[tuple[bytes, bytes]]) -> pa.Table:
-    """The tokens artifact's rows from encoded (prompt, answer) bytes."""
+def tokens_table(ids: Sequence[str] | pa.Array, tasks: Sequence[str] | pa.Array,
+                 encoded: Sequence[tuple[bytes, bytes]]) -> pa.Table:
+    """The tokens artifact's rows from encoded (prompt, answer) bytes (ids and tasks as lists of
+    str or Arrow string arrays)."""
     lengths = np.fromiter((len(p) + len(t) for p, t in encoded), dtype=np.int64, count=len(encoded)) // 4
     offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.frombuffer(b"".join([p + t for p, t in encoded]), dtype="<i4")
     n_prompt = np.fromiter((len(p) // 4 for p, _ in encoded), dtype=np.int32, count=len(encoded))
     input_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()))
-    return pa.Table.from_arrays([pa.array(ids, pa.string()), pa.array(tasks, pa.string()), input_ids,
+    ids_a = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+    tasks_a = tasks if isinstance(tasks, pa.Array) else pa.array(tasks, pa.string())
+    return pa.Table.from_arrays([ids_a, tasks_a, input_ids,
                                  pa.array(n_prompt, pa.int32())], schema=TOKENS_SCHEMA)
 
 

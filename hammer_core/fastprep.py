@@ -1,0 +1,202 @@
+"""The prepare stage's per-row hot path, compiled (``hammer_core._fastprep``), and its Python glue.
+
+:mod:`hammer_core.prepare` runs masking and rendering through :class:`FastKernel` when the
+extension is importable, and through its pure-Python implementation otherwise (one warning).
+The Python implementation is the oracle: the kernel reproduces its output byte for byte (the
+tests compare whole artifacts, both ways), and hands back to it every row it does not handle.
+
+What the kernel does, per block of rows read straight from the Arrow buffers: cut each row's
+``tools`` at ``},{"name":`` and look the pieces up among registered tools (a tool is
+registered once, from its :class:`~hammer_core.masking.CompiledTool`: literal pieces and name
+slots of its canonical JSON and of its prompt forms); read the ``calls`` JSON (only in the
+canonical form ingestion writes -- anything else goes to Python); decide irrelevance
+eligibility; then, per copy, draw the mask coin, the shuffle and the names from the same
+counter-based generator (``mix64``, bit-exact) and write the output row (id, lineage, masked
+tools and calls) into Arrow buffers, and the prompt and answer (as text, or as the fragment
+lists the tokenizer caches on).
+
+Rows that go to Python: conversations other than one user turn (optionally after one system
+turn); rows whose tools or calls are not in canonical form or exceed the kernel's limits (60
+tools, 512 names, 64 calls, 128 arguments a call); masked rows where a gold argument equals a
+parameter's default (masking perturbs it: ~1 % of masked rows) or whose calls name an unknown
+function or argument.
+
+Disable with ``HAMMER_FASTPREP=0`` (the output is the same).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from json.encoder import encode_basestring
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from hammer_core.masking import FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView, _free_chars
+from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _tool_fragments
+
+try:
+    from hammer_core import _fastprep
+    _IMPORT_ERROR: Exception | None = None
+except ImportError as err:  # not built (no compiler at install time): the Python path runs
+    _fastprep = None
+    _IMPORT_ERROR = err
+
+_WARNED = False
+
+
+def enabled() -> bool:
+    """Use the kernel? (importable, and not switched off with ``HAMMER_FASTPREP=0``); warns once
+    when it should be used but cannot be imported."""
+    global _WARNED
+    if os.environ.get("HAMMER_FASTPREP", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if _fastprep is None:
+        if not _WARNED:
+            _WARNED = True
+            warnings.warn(f"hammer_core._fastprep is not available ({_IMPORT_ERROR}); the prepare stage "
+                          "runs its pure-Python path (same output, slower). Rebuild with "
+                          "`pip install --no-deps -e .`", RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+def _strcol(arr: pa.Array) -> tuple | None:
+    """An Arrow string array as the kernel reads it: (validity, offsets, data, offset, length)."""
+    if arr.type != pa.string():
+        return None
+    validity, offsets, data = arr.buffers()
+    return (validity, offsets, data if data is not None else b"", arr.offset, len(arr))
+
+
+class FastKernel:
+    """The compiled kernel with its registered tools (one per :class:`hammer_core.prepare.Engine`)."""
+
+    MAX_TOOLS = 200_000  # registered tools are kept for the whole run; beyond this, rows go to Python
+
+    def __init__(self, masker: Masker, wrap: tuple[str, str, str] | None = None,
+                 cache: ToolCache | None = None) -> None:
+        if _fastprep is None:
+            raise RuntimeError(f"hammer_core._fastprep is not available: {_IMPORT_ERROR}")
+        fn, pn = masker.fn_names, masker.param_names
+        if (fn.lo, fn.hi) != FN_LENGTHS or (pn.lo, pn.hi) != PARAM_LENGTHS or FN_LENGTHS != (5, 15) \
+                or PARAM_LENGTHS != (4, 10) or fn.pool_size != pn.pool_size:
+            raise ValueError("the kernel's name lengths differ from masking's")
+        self.kernel = _fastprep.Kernel(int(fn.key), int(pn.key), int(fn.pool_size), float(masker.p),
+                                       HEAD, MID, TAIL, NO_CALL_TARGET, "[]\n")
+        if wrap is not None:
+            self.kernel.set_wrap(*wrap)
+        self.tools: list[CompiledTool] = []
+        self.cache = cache if cache is not None else ToolCache()  # shared with the Python path
+        self._ids: dict[Any, int] = {}
+
+    def _intern(self, kind: str, value: Any) -> int:
+        return self._ids.setdefault((kind, value), len(self._ids))
+
+    def register(self, ct: CompiledTool) -> bool:
+        """Register a compiled tool (False: its prompt templates could not be mapped; rows with it
+        then go to Python)."""
+        names = [ct.name, *ct.params]
+        open_, close = _free_chars(ct.text + HEAD, 2)
+        sentinels = [f"{open_}{i}{close}" for i in range(len(names))]
+        slot_of = {s: i for i, s in enumerate(sentinels)}
+        shown, plain = [], []
+        for pos in range(4):
+            out: list[str] = []
+            _tool_fragments(ToolView(ct, sentinels), True, pos, out)
+            lits, slots = out[0::2], out[1::2]
+            if len(out) % 2 != 1 or any(s not in slot_of for s in slots) or \
+                    any(open_ in lit or close in lit for lit in lits):
+                return False
+            shown.append((lits, [slot_of[s] for s in slots]))
+        # unmasked: (lead + head, middle, tail + trail) -- the middle is the same at every position,
+        # so the text is cut once (position 0) and the ends re-dressed for the others
+        first: list[str] = []
+        _tool_fragments(ToolView(ct, list(names)), False, 0, first)
+        if len(first) == 3 and first[0][:1] == _LEADS[0] and first[2][-1:] == _TRAILS[0]:
+            head, middle, tail = first[0][1:], first[1], first[2][:-1]
+            plain = [(_LEADS[pos >> 1] + head, middle, tail + _TRAILS[pos & 1]) for pos in range(4)]
+        else:
+            for pos in range(4):
+                out = []
+                _tool_fragments(ToolView(ct, list(names)), False, pos, out)
+                plain.append(tuple(out))
+        tool_id = self.kernel.add_tool(
+            ct.text, encode_basestring(ct.name)[1:-1], self._intern("name", ct.name),
+            self._intern("norm", ct.norm_name), self._intern("sig", ct.signature),
+            [encode_basestring(p)[1:-1] for p in ct.params], (ct.canon_inline.lits, ct.canon_inline.slots),
+            shown, plain, [(pi, old) for pi, _default, old in ct.defaults])
+        assert tool_id == len(self.tools)
+        self.tools.append(ct)
+        return True
+
+    def parse(self, columns: Any) -> Any | None:
+        """The kernel's parse of a block (``prepare._Columns``), new tools registered on the way;
+        None when the block's columns are not in the expected layout (the block goes to Python)."""
+        tools_a, calls_a, msgs = (columns.column(c) for c in ("tools", "calls", "messages"))
+        struct = msgs.values
+        role_a, content_a = struct.field("role"), struct.field("content")
+        if any(a.null_count for a in (tools_a, calls_a, msgs, struct, role_a, content_a)):
+            return None
+        tools, calls, roles, contents = (_strcol(a) for a in (tools_a, calls_a, role_a, content_a))
+        if tools is None or calls is None or roles is None or contents is None:
+            return None
+        offsets = msgs.offsets
+        args = (tools, calls, offsets.buffers()[1], offsets.offset, roles, contents, columns.n)
+        for _ in range(3):
+            parsed, unknown = self.kernel.parse(*args)
+            if not unknown:
+                return parsed
+            for text in unknown:
+                ct = self.cache.get(text) if len(self.tools) < self.MAX_TOOLS else None
+                if ct is None or not self.register(ct):
+                    self.kernel.add_bad(text)  # rows with it go to Python
+        return parsed
+
+    @staticmethod
+    def hash_ids(columns: Any, seed: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(:func:`hammer_core.masking.row_keys` of the block's ids, :func:`hammer_core.prepare.is_eval`
+        of each) computed in C (the same BLAKE2b / SHA-256); None when the ids cannot be read."""
+        ids = columns.column("id")
+        spec = _strcol(ids)
+        if spec is None or ids.null_count:
+            return None
+        keys, evals = _fastprep.hash_ids(spec, f"{seed}\x1fmask\x1f".encode(), f"{seed}:split:".encode(),
+                                         float(eval_fraction))
+        return np.frombuffer(keys, dtype=np.uint64), np.frombuffer(evals, dtype=np.uint8).astype(bool)
+
+    @staticmethod
+    def id_columns(columns: Any) -> tuple | None:
+        arrays = [columns.column(c) for c in ("id", "variant", "parent_id")]
+        if arrays[0].null_count or arrays[1].null_count:
+            return None
+        ids, variants, parents = (_strcol(a) for a in arrays)
+        if ids is None or variants is None or parents is None:
+            return None
+        return ids, variants, parents
+
+
+def string_array(n: int, offsets: bytes, data: bytes, valid: bytes | None = None) -> pa.Array:
+    """An Arrow string array from the kernel's buffers (``valid``: one byte a row)."""
+    bitmap, nulls = None, 0
+    if valid is not None:
+        v = np.frombuffer(valid, dtype=np.uint8)
+        nulls = int(n - np.count_nonzero(v))
+        if nulls:
+            bitmap = pa.py_buffer(np.packbits(v, bitorder="little").tobytes())
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls)
+
+
+def mix64(key: int, counter: int) -> int:
+    """The kernel's mix64 (tests compare it with :func:`hammer_core.masking.mix64_scalar`)."""
+    return _fastprep.mix64(key, counter)
+
+
+def gen_name(key: int, lengths: tuple[int, int], index: int) -> str:
+    """The kernel's name of generator ``key`` for draw index ``index`` (tests)."""
+    return _fastprep.gen_name(key, lengths[0], lengths[1], index)
+
+
+__all__ = ["FastKernel", "enabled", "gen_name", "mix64", "string_array"]

@@ -1,0 +1,202 @@
+"""The compiled prepare kernel (hammer_core._fastprep) against its oracle, the Python path:
+bit-exact randomness and hashes, the same eligibility, and byte-identical artifacts."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import hammer_core.prepare as prep
+from hammer_core import fastprep
+from hammer_core.artifacts import write_table
+from hammer_core.config import config_from_dict
+from hammer_core.formats.xlam import normalize_xlam
+from hammer_core.irrelevance import eligibility
+from hammer_core.masking import NameGenerator, mix64, row_keys
+from hammer_core.schema import dumps, examples_table
+from hammer_core.synth import synth_rows
+from hammer_core.validation import validate_example
+
+pytestmark = pytest.mark.skipif(fastprep._fastprep is None, reason="the C extension is not built")
+
+ROWS = 300
+
+
+def _tool(name: str, params: dict, desc: str = "A tool.") -> dict:
+    return {"name": name, "description": desc, "parameters": {
+        "type": "object", "properties": params, "required": [p for p, s in params.items() if "default" not in s]}}
+
+
+def special_rows() -> list[dict]:
+    """Rows that take every branch: the kernel's and the ones it hands to Python."""
+    weather = _tool("get_weather", {"city": {"type": "string", "description": "City, e.g. 'Paris'."},
+                                    "units": {"type": "string", "description": "Units, default metric.",
+                                              "default": "metric"},
+                                    "days": {"type": "integer", "description": "Days", "default": 3}})
+    odd = _tool("_private-fn", {"x y": {"type": "number", "description": "x", "default": 2.5},
+                                "flag": {"type": "boolean", "description": "f", "default": False}}, "Odd names ✈.")
+    calc = _tool("Calc", {"x": {"type": "number", "description": "x"}}, "Adds.")
+    noargs = _tool("noargs", {}, "No arguments.")
+
+    def row(rid, tools, calls, messages, calls_text=None):
+        return {"id": rid, "source": "special", "task": "travel", "messages": messages, "tools": dumps(tools),
+                "calls": calls_text if calls_text is not None else dumps(calls), "parent_id": None,
+                "variant": "original"}
+
+    user = lambda q: [{"role": "user", "content": q}]  # noqa: E731
+    out = []
+    for k in range(4):  # repeated so that masking hits each of them in some copy
+        s = f"s{k}"
+        out += [
+            row(f"{s}-esc", [weather, calc], [{"name": "get_weather", "arguments": {
+                "city": "São \"Paulo\"\n\tx", "days": 4}}], user("Weather in São \"Paulo\"?")),
+            row(f"{s}-default", [weather, calc], [{"name": "get_weather", "arguments": {
+                "city": "Oslo", "units": "metric", "days": 3}}], user("Oslo in metric units for 3 days")),
+            row(f"{s}-odd", [odd, noargs, calc], [{"name": "_private-fn", "arguments": {"x y": 1e-07, "flag": True}},
+                                                  {"name": "noargs", "arguments": {}}], user("Run the odd one 1e-07")),
+            row(f"{s}-sys", [calc, weather], [{"name": "Calc", "arguments": {"x": -0.0}}],
+                [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " leading space"}]),
+            row(f"{s}-multi", [calc, weather], [{"name": "Calc", "arguments": {"x": 1.5}}],
+                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello! What to add?"},
+                 {"role": "user", "content": "Add 1.5"}]),
+            row(f"{s}-noncanon", [calc, noargs], None, user("Add 2"),
+                calls_text='[{"arguments":{"x":2},"name":"Calc"}]'),
+            row(f"{s}-trail", [weather, calc], [{"name": "get_weather", "arguments": {"city": "Rome"}}],
+                user("Rome weather\n")),
+            row(f"{s}-nocall", [weather, calc], [], user("Tell me a joke")),
+            row(f"{s}-nested", [_tool("put", {"o": {"type": "object", "description": "o"}})],
+                [{"name": "put", "arguments": {"o": {"a": [1, 2.0, "x, y: z"], "b": {"c": None}}}}], user("Put it")),
+        ]
+    for r in out:
+        validate_example(r)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rows = [normalize_xlam(r, source="synth", task=("travel", "finance")[i % 2], index=i)
+            for i, r in enumerate(synth_rows(ROWS, seed=11))]
+    rows = rows[:100] + special_rows() + rows[100:]
+    path = tmp_path_factory.mktemp("corpus") / "examples.parquet"
+    return write_table(examples_table(rows), path, kind="examples"), rows
+
+
+def config(tmp_path, **prepare):
+    p = {"eval_fraction": 0.15, "irrelevance_ratio": 0.1, "hard_negative_ratio": 0.04, "copies": 2,
+         "max_length": 4096, "workers": 1, **prepare}
+    return config_from_dict({"seed": 5, "output_dir": str(tmp_path), "prepare": p})
+
+
+def run_both(cfg, corpus, tmp_path, monkeypatch, tokenize=True):
+    """(hashes, summary) of the Python path and of the compiled path."""
+    out = []
+    for mode in ("0", "1"):
+        monkeypatch.setenv("HAMMER_FASTPREP", mode)
+        res = prep.prepare(cfg, corpus[0], tmp_path / f"fast{mode}", tokenize=tokenize)
+        arts = (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)
+        out.append(([a.content_hash if a is not None else None for a in arts], res.summary))
+    return out
+
+
+def test_mix64_names_and_hashes_are_bit_exact():
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 2**64 - 1, 500, dtype=np.uint64)
+    ctr = rng.integers(0, 2**64 - 1, 500, dtype=np.uint64)
+    ctr[:6] = [0, 1, 2**64 - 1, 2**40, 2**41 + 4096 * 7 + 3, 2**63]
+    assert [fastprep.mix64(int(k), int(c)) for k, c in zip(keys, ctr)] == mix64(keys, ctr).tolist()
+    for kind, lengths in (("function", (5, 15)), ("parameter", (4, 10))):
+        gen = NameGenerator(9, kind, lengths)
+        draws = [int(x) for x in rng.integers(0, 2**64 - 1, 1000, dtype=np.uint64)] + [0, 2**64 - 1]
+        assert [fastprep.gen_name(int(gen.key), lengths, d) for d in draws] == gen.names(draws)
+    ids = [str(i) for i in range(500)] + ["é✈" * k for k in range(70)] + ["x" * 300, ""]
+    table = pa.table({"id": ids})
+
+    class Cols:
+        def column(self, name):
+            return table.column(name).combine_chunks().slice(1)
+
+    for seed, fraction in ((0, 0.1), (-3, 0.5), (2**70, 0.15)):
+        keys_c, evals_c = fastprep.FastKernel.hash_ids(Cols(), seed, fraction)
+        assert keys_c.tolist() == row_keys(seed, ids[1:]).tolist()
+        assert evals_c.tolist() == [prep.is_eval(i, seed, fraction) for i in ids[1:]]
+
+
+def test_kernel_takes_the_common_rows_and_hands_the_others_to_python(corpus):
+    recipe = prep.Recipe.from_config(config(".", mask_prob=1.0), tokenize=False)
+    engine = prep.Engine(recipe, None)
+    assert engine.fast is not None
+    table = pa.Table.from_pylist(corpus[1], schema=prep.EXAMPLE_SCHEMA)
+    rows = prep._Columns(table, sparse=True)
+    parsed = engine.fast.parse(rows)
+    status, codes, *_ = parsed.info()
+    status = np.frombuffer(status, dtype=np.uint8)
+    codes = np.frombuffer(codes, dtype=np.int64).tolist()
+    by_id = {r["id"]: k for k, r in enumerate(corpus[1])}
+    python = {r["id"] for r, s in zip(corpus[1], status) if s}
+    assert python == {r["id"] for r in corpus[1] if r["id"].endswith(("-multi", "-noncanon"))}
+    for i, r in enumerate(corpus[1]):  # the kernel's eligibility is irrelevance.eligibility
+        if not status[i]:
+            tools, calls = engine._parse(rows, i)
+            assert prep._eligibility_of(codes[i]) == eligibility(tools, calls), r["id"]
+    # masked rows whose gold arguments use a default (perturbed by masking) go to Python
+    idx = np.arange(len(corpus[1]), dtype=np.int64)
+    keys = prep.copy_keys(row_keys(recipe.seed, [r["id"] for r in corpus[1]]), 0).astype(np.uint64)
+    planned = {corpus[1][t]["id"] for t in parsed.plan(idx.tobytes(), keys.tobytes(), 1, True)}
+    assert {f"s{k}-default" for k in range(4)} <= planned
+    assert {f"s{k}-esc" for k in range(4)}.isdisjoint(planned)
+    assert len(planned) < 0.1 * len(corpus[1])
+    assert by_id  # (ids are unique)
+
+
+@pytest.mark.parametrize("settings", [
+    {"copies": 1},
+    {"copies": 3, "workers": 2, "name_pool_size": 40},
+    {"mask_prob": 1.0, "copies": 2, "hard_negative_ratio": 0.0},
+    {"fast_tokenization": False, "copies": 1},  # whole-text tokenization of the kernel's fragments
+])
+def test_same_bytes_as_the_python_path_with_tokens(corpus, tmp_path, monkeypatch, settings):
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 96)  # several blocks (and forked workers when workers=2)
+    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 150)
+    python, compiled = run_both(config(tmp_path, **settings), corpus, tmp_path, monkeypatch)
+    assert compiled == python
+    assert python[1]["tokenization"] == ("whole" if settings.get("fast_tokenization") is False else "fragments")
+
+
+@pytest.mark.parametrize("settings", [
+    {"mask_prob": 0.0, "copies": 1},
+    {"mask_prob": 1.0, "copies": 3, "workers": 2},
+    {"copies": 2, "hard_negative_ratio": 0.08, "irrelevance_ratio": 0.2, "eval_fraction": 0.3},
+])
+def test_same_bytes_as_the_python_path_render_only(corpus, tmp_path, monkeypatch, settings):
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
+    python, compiled = run_both(config(tmp_path, **settings), corpus, tmp_path, monkeypatch, tokenize=False)
+    assert compiled == python
+
+
+def test_rows_over_the_budget_take_the_python_path(corpus, tmp_path, monkeypatch):
+    cfg = config(tmp_path, copies=1, hard_negative_ratio=0, max_length=900, length_policy="truncate_tools")
+    python, compiled = run_both(cfg, corpus, tmp_path, monkeypatch)
+    assert compiled == python
+    assert python[1]["trimmed"] > 0
+
+
+def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, tmp_path, monkeypatch):
+    cfg = config(tmp_path, copies=1)
+    fast = prep.prepare(cfg, corpus[0], tmp_path / "fast", tokenize=False)
+    monkeypatch.setattr(fastprep, "_fastprep", None)
+    monkeypatch.setattr(fastprep, "_WARNED", False)
+    with pytest.warns(RuntimeWarning, match="_fastprep is not available") as caught:
+        slow = prep.prepare(cfg, corpus[0], tmp_path / "slow", tokenize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        prep.prepare(cfg, corpus[0], tmp_path / "slow2", tokenize=False)
+    assert len([w for w in caught if "_fastprep" in str(w.message)]) == 1
+    assert slow.train.content_hash == fast.train.content_hash
+    assert slow.summary == fast.summary
+    rows = slow.train.read().to_pylist()
+    assert any(json.loads(r["calls"]) == [] for r in rows)
