@@ -32,10 +32,8 @@ prepare runs; the synthetic corpus comes from :func:`hammer_core.synth.synth_row
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -46,6 +44,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.machine import machine  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "prepare.md"
 CACHE = Path(tempfile.gettempdir()) / "hammer-bench"
 
@@ -250,23 +249,11 @@ def run(kind: str, examples: Path, tokenize: bool, overrides: list[str] | None =
 
 # --------------------------------------------------------------------------- report
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = "n/a"
-    return {"arch": platform.machine(), "nproc": os.cpu_count(), "cpu": cpu, "torch": torch_version,
-            "python": platform.python_version(), "date": dt.date.today().isoformat(),
-            "load_avg_at_start": round(os.getloadavg()[0], 2)}
-
 
 def markdown(results: list[dict], info: dict) -> str:
     lines = ["# Prepare-stage benchmark (irrelevance + masking + rendering [+ tokens], Parquet in and out)", "",
              f"Machine: {info['arch']}, {info['nproc']} cores, {info['cpu']}; Python {info['python']}, "
-             f"torch {info['torch']}; {info['date']} (1-min load average at start: {info['load_avg_at_start']}).",
+             f"torch {info['torch']}; {info['date']} (load average at start, 1/5/15 min: {info['load_avg_at_start']}).",
              "", "Rows/s are input rows per wall-clock second, from reading examples.parquet to the last byte "
              "written (imports excluded); work CPU s is the CPU time of that same stretch, the process and "
              "its workers (``cpu_seconds`` in the JSON also counts the imports and the tokenizer load). "

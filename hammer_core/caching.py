@@ -228,18 +228,13 @@ def _source_fingerprints(cfg: PipelineConfig) -> list[Any] | None:
     return out
 
 
-def prepare_seed(cfg: PipelineConfig) -> int:
-    """The seed of the split, irrelevance synthesis and masking."""
-    return cfg.seed if cfg.prepare.seed is None else cfg.prepare.seed
-
-
 def stage_config(stage: str, cfg: PipelineConfig) -> dict[str, Any]:
     """The config values that change what ``stage`` writes (see the module doc)."""
     if stage == "ingest":
         return {"sources": [s.model_dump(mode="json") for s in cfg.data.sources]}
     if stage == "prepare":
         return {"prepare": cfg.prepare.model_dump(mode="json", exclude={"workers", "seed"}),
-                "seed": prepare_seed(cfg), "tokenizer": _tokenizer_identity(cfg)}
+                "seed": cfg.prepare_seed(), "tokenizer": _tokenizer_identity(cfg)}
     if stage == "train":
         return {"model": _model_identity(cfg), "adapter": cfg.adapter.model_dump(mode="json"),
                 "train": cfg.train.model_dump(mode="json", exclude=set(TRAIN_BOOKKEEPING)), "seed": cfg.seed}

@@ -271,6 +271,10 @@ class PipelineConfig(_Strict):
         """Stable hash of the whole config (for lineage tags and caching)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
+    def prepare_seed(self) -> int:
+        """The seed of the split, irrelevance synthesis and masking: ``prepare.seed``, else ``seed``."""
+        return self.seed if self.prepare.seed is None else self.prepare.seed
+
     def stage_dir(self, stage: str) -> Path:
         return Path(self.output_dir) / stage
 

@@ -108,11 +108,6 @@ class PrepareResult:
     summary: dict[str, Any]
 
 
-def prepare_seed(cfg: PipelineConfig) -> int:
-    """The seed of the split, irrelevance and masking: ``prepare.seed``, else the top-level seed."""
-    return cfg.seed if cfg.prepare.seed is None else cfg.prepare.seed
-
-
 def is_eval(row_id: str, seed: int, fraction: float) -> bool:
     h = int.from_bytes(hashlib.sha256(f"{seed}:split:{row_id}".encode()).digest()[:8], "big")
     return h / 2**64 < fraction
@@ -146,7 +141,7 @@ class Recipe:
     @classmethod
     def from_config(cls, cfg: PipelineConfig, tokenize: bool = True) -> "Recipe":
         p = cfg.prepare
-        return cls(seed=prepare_seed(cfg), eval_fraction=p.eval_fraction, mask_prob=p.mask_prob, copies=p.copies,
+        return cls(seed=cfg.prepare_seed(), eval_fraction=p.eval_fraction, mask_prob=p.mask_prob, copies=p.copies,
                    name_pool_size=p.name_pool_size, max_length=p.max_length, length_policy=p.length_policy,
                    prompt_format=p.prompt_format, fast_tokenization=p.fast_tokenization,
                    hard_negatives=p.hard_negative_ratio > 0, tokenize=tokenize)
@@ -901,7 +896,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         from hammer_core.modeling import load_tokenizer  # torch + transformers: only when needed
         tokenizer = load_tokenizer(cfg.model)
 
-    extra = {"seed": prepare_seed(cfg), "prepare": p.model_dump(exclude={"workers", "seed"})}
+    extra = {"seed": cfg.prepare_seed(), "prepare": p.model_dump(exclude={"workers", "seed"})}
     tok_extra = {"tokenizer": cfg.model.tokenizer or cfg.model.name_or_path, "max_length": p.max_length,
                  "prompt_format": p.prompt_format}
     with ExitStack() as stack, _gc_paused():
@@ -937,7 +932,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
                 for text in result.new_tools.values():
                     pool.add(cache.get(text))  # type: ignore[arg-type]
 
-        plans, irr_summary = _plan_synthesis(facts, p, prepare_seed(cfg), pool)
+        plans, irr_summary = _plan_synthesis(facts, p, cfg.prepare_seed(), pool)
         if plans:
             for result in runner.map(_synth_tasks(examples.path, plans)):
                 consume(result)
