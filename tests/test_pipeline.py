@@ -130,3 +130,48 @@ def test_stages_publish_artifacts_and_progress(pipeline_run):
     ingest = json.loads((pipeline_run[1] / "ingest" / "summary.json").read_text())
     tables = [{r["reason"]: r["rows"] for r in json.loads(a.data)} for a in found["hammer-ingest-rejects"]]
     assert ingest["by_reason"] in tables
+
+
+def _stage_states(flow_state) -> dict[str, str]:
+    """Stage -> state name of the stage task runs of a pipeline run (its subflows included)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    root = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[root])))
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [root, *(r.id for r in subflows)]}))
+    names = {f"{s}_task": s for s in ("ingest", "prepare", "train", "export", "register")} | {"eval_task": "eval"}
+    return {names[k]: r.state.name for r in runs if (k := r.task_key.rsplit("-", 1)[0]) in names}
+
+
+@pytest.mark.slow
+def test_a_moved_unchanged_run_is_served_from_the_cache_and_a_new_masking_seed_reruns_downstream_only(
+        pipeline_run, tmp_path):
+    """Cache keys hold content hashes and config, not paths or run ids: a copy of the output folder
+    re-runs from the cache elsewhere; a new prepare.seed reruns prepare and everything after it."""
+    import shutil
+
+    from flows.pipeline import hammer_pipeline
+
+    first, run, overrides = pipeline_run
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    args = [o for o in overrides if not o.startswith(("output_dir=", "registry.local_dir="))]
+    args += [f"output_dir={moved}", f"registry.local_dir={tmp_path / 'mlflow'}"]
+
+    again = hammer_pipeline(config_path=str(DEMO_CONFIG), overrides=args, return_state=True)
+    assert again.is_completed(), again
+    assert _stage_states(again) == {"ingest": "Cached", "prepare": "Cached", "train": "Cached", "export": "Cached",
+                                    "eval": "Cached", "register": "Completed"}
+    assert again.result()["metrics"] == first["metrics"]
+    v1 = again.result()["registry"]["version"]
+
+    reseeded = hammer_pipeline(config_path=str(DEMO_CONFIG), overrides=args + ["prepare.seed=7"], return_state=True)
+    assert reseeded.is_completed(), reseeded
+    assert _stage_states(reseeded) == {"ingest": "Cached", "prepare": "Completed", "train": "Completed",
+                                       "export": "Completed", "eval": "Completed", "register": "Completed"}
+    assert (moved / "ingest" / "examples.parquet").read_bytes() == (run / "ingest" / "examples.parquet").read_bytes()
+    assert (moved / "prepare" / "train.parquet").read_bytes() != (run / "prepare" / "train.parquet").read_bytes()
+    assert int(reseeded.result()["registry"]["version"]) == int(v1) + 1
