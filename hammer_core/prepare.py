@@ -239,30 +239,23 @@ class Engine:
     def _fast_originals(self, rows: "_Columns", start: int, evals: np.ndarray, parsed_c: Any) -> BlockResult:
         """:meth:`originals` with the kernel's parse (rows it does not handle parsed here)."""
         r = self.recipe
-        status, codes, n_tools, tool_ids, no_call = parsed_c.info()
-        status_a = np.frombuffer(status, dtype=np.uint8)
-        codes_l = np.frombuffer(codes, dtype=np.int64).tolist()
-        bounds = np.zeros(rows.n + 1, dtype=np.int64)
-        np.cumsum(np.frombuffer(n_tools, dtype=np.int32), out=bounds[1:])
-        tool_ids_a = np.frombuffer(tool_ids, dtype=np.int32)
-        no_call_a = np.frombuffer(no_call, dtype=np.uint8)
-        py = {i: self._parse(rows, i) for i in np.flatnonzero(status_a).tolist()}
+        k = _KernelParse.of(parsed_c, rows.n)
+        py = {i: self._parse(rows, i) for i in np.flatnonzero(k.status).tolist()}
         result = BlockResult({})
         for split, members in (("train", np.flatnonzero(~evals)), ("eval", np.flatnonzero(evals))):
             idx = members.tolist()
-            elig = [eligibility(*py[i]) if i in py else _eligibility_of(codes_l[i]) for i in idx]
+            elig = [eligibility(*py[i]) if i in py else _eligibility_of(k.codes[i]) for i in idx]
             tools = None
             if r.hard_negatives:
                 tools = []
                 for i in idx:
-                    row_tools = py[i][0] if i in py else [self.fast.tools[t]  # type: ignore[union-attr]
-                                                          for t in tool_ids_a[bounds[i]:bounds[i + 1]].tolist()]
+                    row_tools = py[i][0] if i in py else k.tools(self.fast, i)
                     tools.append([t.digest for t in row_tools])
                     for t in row_tools:
                         if t.digest not in self.reported:
                             self.reported.add(t.digest)
                             result.new_tools[t.digest] = t.text
-            n_no_call = int(no_call_a[members].sum()) + sum(not py[i][1] for i in idx if i in py)
+            n_no_call = int(k.no_call[members].sum()) + sum(not py[i][1] for i in idx if i in py)
             result.analysis[split] = Analysis(index=members + start, ids=[rows.ids[i] for i in idx], elig=elig,
                                               no_call=n_no_call, tools=tools)
             out = self._emit_fast(rows, idx, parsed_c, py, split)
@@ -301,21 +294,16 @@ class Engine:
                           plans: Sequence[tuple[str, list[str] | None]]) -> BlockResult:
         """:meth:`synthesized` with the kernel's parse of the source rows; the synthesized rows are
         built column-wise (messages, source and task taken over in Arrow)."""
-        status, codes, n_tools, tool_ids, _ = parsed_c.info()
-        status_a = np.frombuffer(status, dtype=np.uint8)
-        codes_l = np.frombuffer(codes, dtype=np.int64).tolist()
-        bounds = np.zeros(src.n + 1, dtype=np.int64)
-        np.cumsum(np.frombuffer(n_tools, dtype=np.int32), out=bounds[1:])
-        tool_ids_a = np.frombuffer(tool_ids, dtype=np.int32)
+        k = _KernelParse.of(parsed_c, src.n)
         cols: dict[str, dict[str, list]] = {s: {"pos": [], "id": [], "tools": [], "parent_id": [], "variant": []}
                                             for s in SPLITS}
         for i, (split, (variant, rep_texts)) in enumerate(zip(splits, plans)):
-            if status_a[i]:
+            if k.status[i]:
                 tools, calls = self._parse(src, i)
                 gold = eligibility(tools, calls).gold
             else:
-                tools = [self.fast.tools[t] for t in tool_ids_a[bounds[i]:bounds[i + 1]].tolist()]  # type: ignore[union-attr]
-                gold = _eligibility_of(codes_l[i]).gold
+                tools = k.tools(self.fast, i)
+                gold = _eligibility_of(k.codes[i]).gold
             rid = src.value("id", i)
             if not gold:
                 raise AssertionError(f"row {rid!r} was selected for {variant} but has no gold tool")
@@ -620,6 +608,30 @@ class Engine:
             enc = self._tokenize(rows, [(0, i, trial)], check=False)[0]
             if len(enc[0]) + len(enc[1]) <= 4 * self.recipe.max_length:
                 return trial, enc
+
+
+@dataclass
+class _KernelParse:
+    """The kernel's parse of a block, as arrays: per row a status (non-zero: the Python path
+    parses it), an eligibility code, the row's registered tool ids and whether it is "no call"."""
+
+    status: np.ndarray
+    codes: list[int]
+    bounds: np.ndarray
+    tool_ids: np.ndarray
+    no_call: np.ndarray
+
+    @classmethod
+    def of(cls, parsed_c: Any, n: int) -> "_KernelParse":
+        status, codes, n_tools, tool_ids, no_call = parsed_c.info()
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(n_tools, dtype=np.int32), out=bounds[1:])
+        return cls(np.frombuffer(status, dtype=np.uint8), np.frombuffer(codes, dtype=np.int64).tolist(), bounds,
+                   np.frombuffer(tool_ids, dtype=np.int32), np.frombuffer(no_call, dtype=np.uint8))
+
+    def tools(self, fast: Any, i: int) -> list[CompiledTool]:
+        """The compiled tools of row ``i`` (a row the kernel parsed)."""
+        return [fast.tools[t] for t in self.tool_ids[self.bounds[i]:self.bounds[i + 1]].tolist()]
 
 
 class _Columns:
