@@ -108,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from hammer_core import stages
 
-    _print(stages.export(Path(args.input), Path(args.out)).manifest)
+    _print(stages.export(Path(args.input), Path(args.out), merged=args.merged).manifest)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="collapse each task into a standard PEFT LoRA adapter (1 + N)",
                        description="Write one PEFT LoRA adapter per task next to the base model reference.")
     _common(p, inp="train output folder")
+    p.add_argument("--merged", action="store_true",
+                   help="also write each task merged into the base weights (merged/<task>: a plain HF model)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="evaluate a model (BFCL rules, Hammer F1s, robustness), score predictions",

@@ -6,7 +6,10 @@ Each task's gated CGC-LoRA experts collapse into one ordinary LoRA (see
     adapters/<task>/adapter_config.json + adapter_model.safetensors   (plain PEFT format)
     tokenizer/
     base_model/                       (tiny preset only: the random-init base they apply to)
-    export_manifest.json              {"base_model", "tasks", "adapters": {task: "adapters/<task>"}}
+    merged/<task>/                    (``hammer export --merged``: the task merged into the base,
+                                       a plain HF model folder with its tokenizer)
+    export_manifest.json              {"base_model", "tasks", "adapters": {task: "adapters/<task>"},
+                                       "merged"?: {task: "merged/<task>"}}
 
 ``peft.PeftModel.from_pretrained(base, "adapters/<task>")`` loads any of them; multi-LoRA
 servers can serve all N next to one base.
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hammer_core.artifacts import atomic_write_json
-from hammer_core.cgc_lora import export_task_adapter
+from hammer_core.cgc_lora import export_task_adapter, save_merged_task
 from hammer_core.evaluation import load_trained
 
 MANIFEST = "export_manifest.json"
@@ -37,7 +40,10 @@ def safe_dirname(task: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
 
 
-def export_adapters(train_dir: str | Path, out_dir: str | Path) -> ExportResult:
+def export_adapters(train_dir: str | Path, out_dir: str | Path, *, merged: bool = False) -> ExportResult:
+    """One standard PEFT LoRA adapter per task (``adapters/<task>``) beside the base reference and
+    the tokenizer; with ``merged``, also each task merged into the base weights as a plain HF
+    model folder (``merged/<task>``: no PEFT needed to serve it, at the base model's size)."""
     train_dir, out = Path(train_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = json.loads((train_dir / "train_summary.json").read_text())
@@ -57,6 +63,13 @@ def export_adapters(train_dir: str | Path, out_dir: str | Path) -> ExportResult:
     manifest = {"format": "peft-lora", "base_model": base_ref, "tasks": model.config.tasks,
                 "adapters": adapters, "tokenizer": "tokenizer",
                 "rank": (model.config.n_common + model.config.n_specific) * model.config.r_expert}
+    if merged:
+        manifest["merged"] = {}
+        for task in model.config.tasks:
+            rel = f"merged/{safe_dirname(task)}"
+            save_merged_task(model, task, out / rel)
+            tokenizer.save_pretrained(out / rel)  # a self-contained model folder
+            manifest["merged"][task] = rel
     atomic_write_json(out / MANIFEST, manifest)
     return ExportResult(out, manifest)
 

@@ -81,10 +81,10 @@ def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool 
     return run(cfg, tokens, Path(out_dir), progress=progress)
 
 
-def export(train_dir: Path, out_dir: Path):
+def export(train_dir: Path, out_dir: Path, merged: bool = False):
     from hammer_core.adapters import export_adapters
 
-    return export_adapters(Path(train_dir), Path(out_dir))
+    return export_adapters(Path(train_dir), Path(out_dir), merged=merged)
 
 
 def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: Path, progress: bool = True):

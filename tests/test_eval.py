@@ -362,6 +362,30 @@ def test_exported_adapters_generate_what_the_trained_model_generates(trained):
         from_export.generate(prompts[:1], ["nope"], max_new_tokens=2, batch_size=1, progress=False)
 
 
+def test_export_merged_writes_plain_models_that_match_the_adapters(trained, tmp_path, capsys):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, root = trained
+    out = tmp_path / "export"
+    assert cli(["export", "--input", str(root / "train"), "--out", str(out), "--merged"]) == 0
+    manifest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(manifest["merged"]) == set(manifest["tasks"])
+    peft_gen = evaluation.Generator(out)
+    toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()[:2]
+    for task, rel in manifest["merged"].items():
+        model = AutoModelForCausalLM.from_pretrained(out / rel).eval()  # no PEFT, no CGC code
+        assert AutoTokenizer.from_pretrained(out / rel).vocab_size > 0
+        ids = torch.tensor([toks[0]["input_ids"][: toks[0]["n_prompt"]]])
+        peft_gen.model.set_adapter(task)
+        with torch.no_grad():
+            want = peft_gen.model(input_ids=ids).logits
+            got = model(input_ids=ids).logits
+        # fp32 rounding of (W + BA) x vs W x + B(A x): up to ~5e-4 measured on these logits
+        assert torch.allclose(got, want, atol=2e-3), (task, (got - want).abs().max())
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
 def test_legacy_eval_cli_form_still_works(trained, capsys):
     cfg, root = trained
     rc = cli(["eval", "--config", str(DEMO_CONFIG), "--input", str(root / "prepare"), "--model", str(root / "train"),
