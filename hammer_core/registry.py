@@ -383,7 +383,8 @@ def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_
                     python_model=str(PACKAGE_DIR / "mlflow_model.py"),
                     artifacts={"export": str(export_dir), "base_model": str(base_ref)},
                     code_paths=[str(PACKAGE_DIR)],
-                    model_config={"max_new_tokens": cfg.eval.max_new_tokens},
+                    model_config={"max_new_tokens": cfg.eval.max_new_tokens,
+                                  "prompt_format": cfg.prepare.prompt_format},
                     pip_requirements=_pip_requirements(),
                 )
             result: dict[str, Any] = {"tracking_uri": uri, "experiment_id": exp_id, "run_id": run.info.run_id,

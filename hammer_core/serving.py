@@ -116,12 +116,13 @@ class HammerFunctionCaller(mlflow.pyfunc.PythonModel):
 
         self.model, self.tokenizer, self.manifest = load_exported(context.artifacts["export"])
         self.max_new_tokens = int((context.model_config or {}).get("max_new_tokens", 128))
+        self.prompt_format = (context.model_config or {}).get("prompt_format", "hammer")
 
     def _one(self, rec: dict[str, Any]) -> dict[str, Any]:
         messages, tools, task = request_parts(rec, self.manifest["tasks"])
         self.model.set_adapter(task)
-        ids = self.tokenizer(prompt_text(self.tokenizer, messages, tools), add_special_tokens=False,
-                             return_tensors="pt")
+        ids = self.tokenizer(prompt_text(self.tokenizer, messages, tools, self.prompt_format),
+                             add_special_tokens=False, return_tensors="pt")
         with torch.no_grad():
             out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id,

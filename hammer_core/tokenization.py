@@ -67,8 +67,13 @@ _MARK = "\ue8f0HAMMER-PROMPT\ue8f1"
 # --------------------------------------------------------------------------- reference path
 
 def prompt_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]],
-                tools: list[dict[str, Any]]) -> str:
-    """The full text the model is conditioned on (chat template applied when there is one)."""
+                tools: list[dict[str, Any]], prompt_format: str = "hammer") -> str:
+    """The full text the model is conditioned on, in the format it was trained with
+    (``prepare.prompt_format``): Hammer's prompt as the user turn (chat template applied when
+    there is one), or the tokenizer's own template with ``tools=`` (what training rendered)."""
+    if prompt_format == "chat_template":
+        return tokenizer.apply_chat_template(list(messages), tools=openai_tools(tools), tokenize=False,
+                                             add_generation_prompt=True)
     prompt = render_prompt(messages, tools)
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

@@ -481,6 +481,11 @@ def test_chat_template_format_renders_tools_and_calls_natively(tiny_tokenizer):
     assert answer.startswith("<tool_call>") and '"city": "Paris"' in answer
     assert tok.decode(np.frombuffer(t0, dtype="<i4").tolist()).startswith(NO_CALL_REPLY)
     assert np.frombuffer(t, dtype="<i4")[-1] == tok.eos_token_id
+    # serving renders the prompt a model was trained on: the same ids for the same request
+    from hammer_core.tokenization import prompt_text
+    served = prompt_text(tok, msgs, [WEATHER], "chat_template")
+    assert tok(served, add_special_tokens=False)["input_ids"] == np.frombuffer(p, dtype="<i4").tolist()
+    assert "[BEGIN OF TASK INSTRUCTION]" in prompt_text(tok, msgs, [WEATHER])  # Hammer's prompt by default
 
 
 # --- batching helpers ----------------------------------------------------------------------------
