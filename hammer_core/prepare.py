@@ -17,7 +17,8 @@ How it runs
 -----------
 The input is read in blocks of :data:`BLOCK_ROWS` rows. Pass 1 hands each block to an
 :class:`Engine` (the first one in this process, the others to forked workers, which thereby
-start with its compiled tools and cached tokens); the engine splits the block, masks, renders
+start with its compiled tools and cached tokens; or, with ``dask=True``, to the workers of a Dask
+cluster, each building its own engine); the engine splits the block, masks, renders
 and tokenizes every copy of every original row, and returns the output rows with a small
 analysis (irrelevance eligibility, the rows' tools). The main process then picks the rows to
 synthesize from (:func:`hammer_core.irrelevance.select_rows`, one global choice per split) and
@@ -815,6 +816,69 @@ class _Runner:
                 os.environ["TOKENIZERS_PARALLELISM"] = self._env
 
 
+_DASK_ENGINES: dict[str, Engine] = {}  # in a Dask worker: one engine per prepare run
+
+
+def _run_dask(run_key: str, recipe: Recipe, tokenizer: Any, task: tuple) -> BlockResult:
+    engine = _DASK_ENGINES.get(run_key)
+    if engine is None:  # first block of this run on this worker: compile from scratch
+        engine = _DASK_ENGINES[run_key] = Engine(recipe, tokenizer)
+    return _run_on(engine, task)
+
+
+def _forget_dask_run(run_key: str) -> None:
+    _DASK_ENGINES.pop(run_key, None)
+
+
+class _DaskRunner:
+    """Runs block tasks on a Dask cluster (the Prefect flows' ``orchestration.task_runner:
+    dask``): an existing scheduler (``address``) or a local cluster of ``n_workers`` processes.
+    Each worker builds its own :class:`Engine` for the run on its first block (an engine's
+    caches only change the speed, never the bytes), results come back in submission order with
+    a bounded number of blocks in flight, so the artifacts are the same bytes as in one process."""
+
+    def __init__(self, recipe: Recipe, tokenizer: Any, address: str | None, n_workers: int) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            from hammer_core.config import ConfigError
+            raise ConfigError("orchestration.task_runner is 'dask' but dask.distributed is not installed: "
+                              "pip install prefect-dask, or set orchestration.task_runner: local") from None
+        import uuid
+
+        self.engine = Engine(recipe, tokenizer)  # the tokenization mode, decided here as for the pool
+        self.cluster = None if address else LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                                         processes=True, dashboard_address=None)
+        self.client = Client(address or self.cluster)
+        self.run_key = uuid.uuid4().hex
+        self.inputs = self.client.scatter([recipe, tokenizer], broadcast=True)
+        self.in_flight = 2 * max(1, len(self.client.scheduler_info().get("workers", {})) or n_workers)
+
+    def map(self, tasks: Iterator[tuple]) -> Iterator[BlockResult]:
+        window: deque = deque()
+        for t in tasks:
+            window.append(self.client.submit(_run_dask, self.run_key, *self.inputs, t, pure=False))
+            if len(window) > self.in_flight:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    def tokenization(self) -> str:
+        return self.engine.tokenization
+
+    def __enter__(self) -> "_DaskRunner":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        try:
+            if self.cluster is None:  # a shared cluster: drop this run's engines there
+                self.client.run(_forget_dask_run, self.run_key)
+        finally:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+
+
 # --------------------------------------------------------------------------- writing
 
 class _GroupedWriter:
@@ -892,10 +956,13 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tokenize: bool = True) -> PrepareResult:
+def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tokenize: bool = True,
+            dask: bool = False) -> PrepareResult:
     """Run the stage (see the module doc). ``tokenize=False`` renders the prompts but writes no
     token artifacts (their fields in the result are None): a dry run, and the benchmark of
-    the recipe without the tokenizer."""
+    the recipe without the tokenizer. ``dask``: the blocks run on the Dask cluster of
+    ``orchestration`` (``dask_address``, else a local cluster of ``dask_workers`` processes)
+    instead of this machine's process pool; same bytes."""
     out = Path(out_dir)
     p = cfg.prepare
     recipe = Recipe.from_config(cfg, tokenize=tokenize)
@@ -912,7 +979,9 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
     tok_extra = {"tokenizer": cfg.model.tokenizer or cfg.model.name_or_path, "max_length": p.max_length,
                  "prompt_format": p.prompt_format}
     with ExitStack() as stack, _gc_paused():
-        runner = stack.enter_context(_Runner(recipe, tokenizer, workers))
+        o = cfg.orchestration
+        runner = stack.enter_context(_DaskRunner(recipe, tokenizer, o.dask_address, o.dask_workers) if dask
+                                     else _Runner(recipe, tokenizer, workers))
         writers: dict[str, _GroupedWriter] = {}
         outputs = [("train", EXAMPLE_SCHEMA, "examples", extra), ("eval", EXAMPLE_SCHEMA, "examples", extra)]
         if tokenize:

@@ -62,12 +62,12 @@ def ingest_shard(cfg: PipelineConfig, index: int, out_path: Path | None = None) 
     return path
 
 
-def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path):
+def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path, dask: bool = False):
     from hammer_core.artifacts import open_artifact
     from hammer_core.prepare import prepare as run
 
     src = Path(ingest_dir)
-    return run(cfg, open_artifact(src / "examples.parquet" if src.is_dir() else src), Path(out_dir))
+    return run(cfg, open_artifact(src / "examples.parquet" if src.is_dir() else src), Path(out_dir), dask=dask)
 
 
 def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool = True):

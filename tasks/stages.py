@@ -59,7 +59,9 @@ def ingest_task(cfg: PipelineConfig, shards: list[str] | None = None) -> dict[st
 
 @task(name="prepare", cache_policy=NO_CACHE)
 def prepare_task(cfg: PipelineConfig, ingest_dir: str) -> dict[str, Any]:
-    res = stages.prepare(cfg, Path(ingest_dir), cfg.stage_dir("prepare"))
+    # task_runner dask: the blocks run on the Dask cluster too (same bytes as the local pool)
+    res = stages.prepare(cfg, Path(ingest_dir), cfg.stage_dir("prepare"),
+                         dask=cfg.orchestration.task_runner == "dask")
     s = res.summary
     _publish("hammer-prepare", "Prepared data (irrelevance + masking + tokens)",
              {"input_rows": s.get("input_rows"), "train": s["train"], "eval": s["eval"],

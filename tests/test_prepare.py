@@ -111,6 +111,19 @@ def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
     assert res.train.content_hash != hashes[0][0]
 
 
+def test_blocks_on_a_dask_cluster_give_the_same_bytes(corpus, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")  # in the lock (prefect-dask); optional for a bare install
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)  # several blocks spread over the two workers
+    local = prepare(config(tmp_path, workers=1), corpus[0], tmp_path / "local")
+    cfg = config_from_dict({**config(tmp_path).model_dump(), "orchestration": {"task_runner": "dask",
+                                                                               "dask_workers": 2}})
+    on_dask = prepare(cfg, corpus[0], tmp_path / "dask", dask=True)
+    for a, b in zip((local.train, local.eval, local.train_tokens, local.eval_tokens, local.rejects),
+                    (on_dask.train, on_dask.eval, on_dask.train_tokens, on_dask.eval_tokens, on_dask.rejects)):
+        assert a.content_hash == b.content_hash, a.path.name
+    assert on_dask.summary == local.summary
+
+
 def test_length_policy_rejects_or_trims_but_never_cuts_an_answer(corpus, tmp_path):
     lengths = np.array([len(r) for r in prep.prepare(config(tmp_path, copies=1, hard_negative_ratio=0),
                                                      corpus[0], tmp_path / "full").train_tokens.read()
