@@ -582,7 +582,11 @@ class Masker:
             index = view.tool.param_index
             out_calls.append((view.names[0], [(view.names[index[a] + 1], v)
                                               for a, v in c["arguments"].items()]))
-        history = rename_history(messages, by_name) if len(messages) > 1 else None
+        history = None
+        if len(messages) > 1:  # a conversation: earlier call turns use the masked names too
+            history = rename_history(messages, {
+                name: (view.names[0], {a: view.names[k + 1] for a, k in view.tool.param_index.items()})
+                for name, (_, view) in by_name.items()})
         new_messages = self._perturb_defaults(key, views, by_name, calls, out_calls, history or messages)
         return RowView([views[i] for i in order], out_calls, new_messages or history, masked=True)
 
@@ -640,12 +644,13 @@ class Masker:
         return new_messages
 
 
-def rename_history(messages: Sequence[dict[str, str]], by_name: dict[str, tuple[int, ToolView]]
+def rename_history(messages: Sequence[dict[str, str]], renames: dict[str, tuple[str, dict[str, str]]]
                    ) -> list[dict[str, str]] | None:
-    """The conversation with the masked names inside its earlier assistant call turns (the
+    """The conversation with renamed functions inside its earlier assistant call turns (the
     canonical JSON list of calls, see :mod:`hammer_core.schema`), so that a multi-turn row
-    stays consistent with its masked tools; None if no turn changed. Calls of functions the
-    row does not offer, and arguments they do not declare, keep their names."""
+    stays consistent with its renamed tools; ``renames`` maps a function name to (its new name,
+    {argument: new argument name}). None if no turn changed. Calls of functions not in
+    ``renames``, and arguments it does not map, keep their names."""
     out = None
     for k, m in enumerate(messages):
         text = m.get("content", "")
@@ -660,14 +665,13 @@ def rename_history(messages: Sequence[dict[str, str]], by_name: dict[str, tuple[
             continue
         renamed, changed = [], False
         for c in calls:
-            hit = by_name.get(c["name"])
+            hit = renames.get(c["name"])
             if hit is None:
                 renamed.append(c)
                 continue
-            view = hit[1]
-            index = view.tool.param_index
-            args = {(view.names[index[a] + 1] if a in index else a): v for a, v in c["arguments"].items()}
-            renamed.append({**c, "name": view.names[0], "arguments": args})
+            new_name, args = hit
+            renamed.append({**c, "name": new_name,
+                            "arguments": {args.get(a, a): v for a, v in c["arguments"].items()}})
             changed = True
         if changed:
             if out is None:
@@ -756,5 +760,5 @@ def mask_rows(rows: list[dict[str, Any]], p: float, seed: int, copies: int = 1,
 __all__ = ["ALPHABET", "ALNUM", "FN_LENGTHS", "PARAM_LENGTHS", "VARIANT", "CompiledTool", "Masker",
            "NameGenerator", "RowView", "Template", "ToolCache", "ToolView", "apply_view", "calls_json",
            "copy_keys", "mask_row", "mask_row_view", "mask_rows", "mix64", "mix64_scalar", "norm_name",
-           "output_identity", "parse_json", "perturb", "plain_view", "replace_word", "row_keys",
+           "output_identity", "parse_json", "perturb", "plain_view", "rename_history", "replace_word", "row_keys",
            "stable_key", "streams", "unit_float", "value_json", "words_needed"]

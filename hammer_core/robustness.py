@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hammer_core.masking import FN_LENGTHS, PARAM_LENGTHS, NameGenerator, mix64_scalar, stable_key
+from hammer_core.masking import FN_LENGTHS, PARAM_LENGTHS, NameGenerator, mix64_scalar, rename_history, stable_key
 from hammer_core.schema import dumps
 
 MODES = ("function", "parameter", "both")
@@ -59,24 +59,31 @@ def rename_row(row: dict[str, Any], mode: str, seed: int) -> dict[str, Any]:
     tools = json.loads(row["tools"])
     calls = json.loads(row["calls"])
     fn_taken: set[str] = set()
+    renames: dict[str, tuple[str, dict[str, str]]] = {}  # old function -> (new name, {old param: new})
     for tool in tools:
-        mine = [c for c in calls if c["name"] == tool["name"]]
+        old = tool["name"]
+        mine = [c for c in calls if c["name"] == old]
         if functions:
             tool["name"] = names.take("function", fn_taken)
             for c in mine:
                 c["name"] = tool["name"]
+        renamed: dict[str, str] = {}
         params = tool.get("parameters")
-        if not parameters or not isinstance(params, dict) or not params.get("properties"):
-            continue
-        p_taken: set[str] = set()
-        renamed = {p: names.take("parameter", p_taken) for p in params["properties"]}
-        params["properties"] = {renamed[p]: spec for p, spec in params["properties"].items()}
-        if "required" in params:
-            params["required"] = [renamed.get(p, p) for p in params["required"]]
-        for c in mine:
-            c["arguments"] = {renamed.get(k, k): v for k, v in c["arguments"].items()}
-    return {**row, "id": f"{row['id']}~rb-{mode}", "tools": dumps(tools), "calls": dumps(calls),
-            "parent_id": row["id"], "variant": f"{row.get('variant', 'original')}+renamed-{mode}"}
+        if parameters and isinstance(params, dict) and params.get("properties"):
+            p_taken: set[str] = set()
+            renamed = {p: names.take("parameter", p_taken) for p in params["properties"]}
+            params["properties"] = {renamed[p]: spec for p, spec in params["properties"].items()}
+            if "required" in params:
+                params["required"] = [renamed.get(p, p) for p in params["required"]]
+            for c in mine:
+                c["arguments"] = {renamed.get(k, k): v for k, v in c["arguments"].items()}
+        renames[old] = (tool["name"], renamed)
+    out = {**row, "id": f"{row['id']}~rb-{mode}", "tools": dumps(tools), "calls": dumps(calls),
+           "parent_id": row["id"], "variant": f"{row.get('variant', 'original')}+renamed-{mode}"}
+    history = rename_history(row["messages"], renames) if len(row.get("messages") or ()) > 1 else None
+    if history is not None:  # a conversation: its earlier call turns use the new names too
+        out["messages"] = history
+    return out
 
 
 def renamed_rows(rows: list[dict[str, Any]], mode: str, seed: int) -> list[dict[str, Any]]:

@@ -227,6 +227,21 @@ def test_renaming_keeps_the_row_consistent(mode):
     assert bfcl.check_entry(bfcl.entry_from_row(out), evaluation.as_bfcl(calls)).valid
 
 
+@pytest.mark.parametrize("mode", robustness.MODES)
+def test_renaming_a_conversation_renames_its_earlier_call_turns(mode):
+    earlier = '[{"name":"get_time","arguments":{"zone":"CET"}}]'
+    row = {**ROW, "messages": [{"role": "user", "content": "time in Oslo?"}, {"role": "assistant", "content": earlier},
+                               {"role": "tool", "content": "12:00"}, {"role": "user", "content": "and the weather?"}]}
+    out = robustness.rename_row(row, mode, seed=3)
+    time_tool = json.loads(out["tools"])[1]
+    (call,) = json.loads(out["messages"][1]["content"])
+    assert call == {"name": time_tool["name"], "arguments": {list(time_tool["parameters"]["properties"])[0]: "CET"}}
+    assert call != json.loads(earlier)[0]
+    assert [m["content"] for m in out["messages"][2:]] == ["12:00", "and the weather?"]
+    assert row["messages"][1]["content"] == earlier  # the input row is not modified
+    assert robustness.rename_row(ROW, mode, seed=3)["messages"] == ROW["messages"]
+
+
 def test_accuracy_drops_compare_the_same_rows():
     drops = robustness.accuracy_drops({"a": True, "b": True, "c": False},
                                       {"function": {"a": False, "b": True}, "both": {}})
