@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hammer_core.artifacts import open_artifact, sha256_file
+from hammer_core.registry import use_tracking_uri
 from hammer_core.schema import EXAMPLE_SCHEMA
 
 from .conftest import DEMO_CONFIG, REPO
@@ -89,8 +91,9 @@ def test_model_is_registered_in_mlflow_with_lineage(pipeline_run):
     assert "eval/exact_match" in run.data.metrics
     assert len(client.get_metric_history(reg["run_id"], "train/loss")) == 6
 
-    mlflow.set_tracking_uri(reg["tracking_uri"])
-    model = mlflow.pyfunc.load_model(f"models:/hammer-fc@candidate")
+    with use_tracking_uri(reg["tracking_uri"]):  # (mlflow.set_tracking_uri would export it to later tests)
+        model = mlflow.pyfunc.load_model("models:/hammer-fc@candidate")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     tools = [{"name": "get_weather", "description": "Current weather for a city.",
               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
     out = model.predict([{"query": "Weather in Oslo?", "tools": tools, "task": "travel"}])
@@ -148,7 +151,7 @@ def _stage_states(flow_state) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_a_moved_unchanged_run_is_served_from_the_cache_and_a_new_masking_seed_reruns_downstream_only(
-        pipeline_run, tmp_path):
+        pipeline_run, tmp_path, monkeypatch):
     """Cache keys hold content hashes and config, not paths or run ids: a copy of the output folder
     re-runs from the cache elsewhere; a new prepare.seed reruns prepare and everything after it."""
     import shutil
@@ -156,6 +159,7 @@ def test_a_moved_unchanged_run_is_served_from_the_cache_and_a_new_masking_seed_r
     from flows.pipeline import hammer_pipeline
 
     first, run, overrides = pipeline_run
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # registry.local_dir below must win
     moved = tmp_path / "moved"
     shutil.copytree(run, moved)
     args = [o for o in overrides if not o.startswith(("output_dir=", "registry.local_dir="))]
@@ -174,4 +178,5 @@ def test_a_moved_unchanged_run_is_served_from_the_cache_and_a_new_masking_seed_r
                                        "export": "Completed", "eval": "Completed", "register": "Completed"}
     assert (moved / "ingest" / "examples.parquet").read_bytes() == (run / "ingest" / "examples.parquet").read_bytes()
     assert (moved / "prepare" / "train.parquet").read_bytes() != (run / "prepare" / "train.parquet").read_bytes()
-    assert int(reseeded.result()["registry"]["version"]) == int(v1) + 1
+    reg = reseeded.result()["registry"]
+    assert int(reg["version"]) == int(v1) + 1 and reg["tracking_uri"].startswith(f"sqlite:///{tmp_path / 'mlflow'}")

@@ -90,7 +90,7 @@ def test_downloaded_adapters_load_with_plain_peft_on_the_referenced_base(registe
     from hammer_core.modeling import build_tiny_model
 
     with use_tracking_uri(registered["tracking_uri"]):
-        local = Path(mlflow.artifacts.download_artifacts("models:/hammer-fc@candidate", dst_path=str(tmp_path)))
+        local = Path(mlflow.artifacts.download_artifacts("models:/hammer-fc@champion", dst_path=str(tmp_path)))
     arts = local / "artifacts"
     ref = json.loads((arts / "base_model.json").read_text())
     assert ref["name_or_path"] == "hammer-tiny-qwen2" and ref["dtype"] == "float32" and "revision" in ref
