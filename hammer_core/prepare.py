@@ -852,7 +852,8 @@ class _DaskRunner:
         self.client = Client(address or self.cluster)
         self.run_key = uuid.uuid4().hex
         self.inputs = self.client.scatter([recipe, tokenizer], broadcast=True)
-        self.in_flight = 2 * max(1, len(self.client.scheduler_info().get("workers", {})) or n_workers)
+        workers = len(self.client.scheduler_info().get("workers", {})) or n_workers  # (0 while connecting)
+        self.in_flight = 2 * max(1, workers)
 
     def map(self, tasks: Iterator[tuple]) -> Iterator[BlockResult]:
         window: deque = deque()
