@@ -756,6 +756,18 @@ def _run(task: tuple) -> BlockResult:
     return _run_on(_ENGINE, task)
 
 
+def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator[BlockResult]:
+    """``result(future)`` of each submitted future, in submission order; submission (pulling
+    ``submitted``) stays at most ``in_flight`` futures ahead of the oldest one not yet returned."""
+    window: deque = deque()
+    for future in submitted:
+        window.append(future)
+        if len(window) > in_flight:
+            yield result(window.popleft())
+    while window:
+        yield result(window.popleft())
+
+
 class _Runner:
     """Runs block tasks in order, results in submission order: in this process, or -- with
     ``workers > 1`` -- the first block here and the others on forked workers, with a bounded
@@ -786,13 +798,8 @@ class _Runner:
                 yield result
             if self.pool is None:
                 return
-        window: deque = deque()
-        for t in tasks:
-            window.append(self.pool.apply_async(_run, (t,)))
-            if len(window) > 2 * self.workers:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+        yield from _in_order((self.pool.apply_async(_run, (t,)) for t in tasks), 2 * self.workers,
+                             lambda f: f.get())
 
     def tokenization(self) -> str:
         return self.engine.tokenization
@@ -856,13 +863,8 @@ class _DaskRunner:
         self.in_flight = 2 * max(1, workers)
 
     def map(self, tasks: Iterator[tuple]) -> Iterator[BlockResult]:
-        window: deque = deque()
-        for t in tasks:
-            window.append(self.client.submit(_run_dask, self.run_key, *self.inputs, t, pure=False))
-            if len(window) > self.in_flight:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+        yield from _in_order((self.client.submit(_run_dask, self.run_key, *self.inputs, t, pure=False)
+                              for t in tasks), self.in_flight, lambda f: f.result())
 
     def tokenization(self) -> str:
         return self.engine.tokenization
