@@ -3,6 +3,10 @@
 Everything else is declared in pyproject.toml. The extension is optional: when it cannot be
 built (no C compiler), the install still succeeds and the prepare stage runs its pure-Python
 implementation (with a warning), producing the same bytes.
+
+A second optional extension, ``hammer_core._fastbpe`` (exact byte-level BPE encoding of short
+ASCII strings, see hammer_core/fastbpe.py), is built the same way; without it, callers keep
+tokenizing with Hugging Face ``tokenizers``.
 """
 
 from setuptools import Extension, setup
@@ -27,6 +31,9 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension("hammer_core._fastprep", ["hammer_core/_fastprep.c"],
+                           extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing"],
+                           optional=True),
+                 Extension("hammer_core._fastbpe", ["hammer_core/_fastbpe.c"],
                            extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing"],
                            optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},

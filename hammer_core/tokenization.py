@@ -50,6 +50,7 @@ import pyarrow as pa
 if TYPE_CHECKING:  # importing transformers costs seconds; only the type is needed here
     from transformers import PreTrainedTokenizerBase
 
+from hammer_core import fastprep
 from hammer_core.prompts import (HEAD, SAFE_CUT, TAIL, prompt_fragments, render_prompt, render_target,
                                  target_fragments, tools_for_prompt)
 
@@ -194,6 +195,11 @@ class FragmentTokenizer:
         self.cache: dict[str, bytes] = {}
         self.cache_size = cache_size
         self.fast = bool(fast and self.backend is not None and self.wrap is not None and self.sep is not None)
+        # the compiled byte-level BPE for new chunks (exactly HF's ids; None: HF tokenizes them)
+        self.bpe: Any = None
+        if self.fast and fastprep.enabled():
+            from hammer_core.fastbpe import ByteLevelBPE
+            self.bpe = ByteLevelBPE.from_tokenizer(tokenizer)
         if self.fast:
             self.fast = self.verify(probe_views())
 
@@ -286,11 +292,25 @@ class FragmentTokenizer:
             return fast(texts, add_special_tokens=False)
         return self.backend.encode_batch(texts, add_special_tokens=False)
 
+    def _compiled(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+        """(the texts the compiled BPE tokenized, their ids one after the other, their counts,
+        the texts left for the HF tokenizer)."""
+        if self.bpe is None or not texts:
+            return [], np.zeros(0, np.int32), np.zeros(0, np.int32), texts
+        ids, counts = self.bpe.encode_chunks(texts)
+        ok = counts >= 0
+        if ok.all():
+            return texts, ids, counts, []
+        done = [t for t, k in zip(texts, ok.tolist()) if k]
+        rest = [t for t, k in zip(texts, ok.tolist()) if not k]
+        return done, ids, counts[ok], rest
+
     def tokenize_chunks_flat(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The ids of chunks ``texts`` (pieces between safe cuts, see :meth:`_fill`), the same ids
         :meth:`_tokenize_chunks` caches, in bulk: ``(chunks, ids, counts)`` -- the chunks in the
         order of ``ids`` (int32, all chunks' ids one after the other) and each chunk's number of
         ids. For callers that keep their own cache (:mod:`hammer_core.fastprep`)."""
+        done, done_ids, done_counts, texts = self._compiled(texts)
         sep, sep_id = self.sep  # type: ignore[misc]
         plain = [t for t in texts if sep not in t]
         alone = [t for t in texts if sep in t]
@@ -300,10 +320,10 @@ class FragmentTokenizer:
         starts = [0, *bounds.tolist()]
         ends = [*bounds.tolist(), len(plain)]
         groups = [plain[a:b] for a, b in zip(starts, ends) if b > a]
-        encs = self._encode_batch([sep.join(g) for g in groups] + alone)
-        out_chunks: list[str] = []
-        flats: list[np.ndarray] = []
-        counts: list[np.ndarray] = []
+        encs = self._encode_batch([sep.join(g) for g in groups] + alone) if plain or alone else []
+        out_chunks: list[str] = list(done)
+        flats: list[np.ndarray] = [np.asarray(done_ids, dtype=np.int32)]
+        counts: list[np.ndarray] = [np.asarray(done_counts, dtype=np.int32)]
         for g, enc in zip(groups, encs):
             ids = np.asarray(enc.ids, dtype=np.int32)
             cuts = np.flatnonzero(ids == sep_id)
@@ -327,6 +347,14 @@ class FragmentTokenizer:
         return out_chunks, np.concatenate(flats).astype(np.int32), np.concatenate(counts).astype(np.int32)
 
     def _tokenize_chunks(self, texts: list[str]) -> None:
+        done, done_ids, done_counts, texts = self._compiled(texts)
+        if done:
+            raw = np.asarray(done_ids, dtype="<i4").tobytes()
+            ends = np.cumsum(done_counts).tolist()
+            for t, s, e in zip(done, [0, *ends[:-1]], ends):
+                self.cache[t] = raw[4 * s: 4 * e]
+        if not texts:
+            return
         sep, sep_id = self.sep  # type: ignore[misc]
         alone = [t for t in texts if sep in t]
         groups: list[list[str]] = []
