@@ -290,6 +290,11 @@ static void table_free(Table *t) {
 
 /* ------------------------------------------------------------------ the kernel object */
 
+/* hammer_core._fastbpe's C API (capsule "hammer_core._fastbpe._C_API"): the ids of an ASCII text,
+ * exactly as the HF tokenizer gives them; returns the number of ids (<= n, written to out), -1
+ * when the text is not one the encoder handles (the caller falls back), -2 on error */
+typedef Py_ssize_t (*BpeEncodeFn)(PyObject *encoder, const char *text, Py_ssize_t n, int32_t *out);
+
 typedef struct {
     PyObject_HEAD
     uint64_t fn_key, param_key;
@@ -308,6 +313,11 @@ typedef struct {
     int32_t eos;
     Py_ssize_t tok_limit;
     void *out;          /* emit's buffers, kept between calls (no page faults on every block) */
+    /* the compiled byte-level BPE (hammer_core._fastbpe), when set: emit tokenizes the chunks of
+     * fragments it misses itself instead of handing them to Python */
+    PyObject *bpe_obj;
+    BpeEncodeFn bpe_encode;
+    IVec bpe_tmp, bpe_frag;
 } Kernel;
 
 /* ------------------------------------------------------------------ Arrow string columns */
@@ -652,6 +662,9 @@ static void kernel_dealloc(Kernel *self) {
     free(self->arena.p);
     free(self->tok_start.p);
     free(self->tok_len.p);
+    Py_XDECREF(self->bpe_obj);
+    free(self->bpe_tmp.p);
+    free(self->bpe_frag.p);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -679,6 +692,23 @@ static PyObject *kernel_set_wrap(Kernel *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOO", &h, &t, &s)) return NULL;
     str_clear(&self->whead); str_clear(&self->wtail); str_clear(&self->wsuffix);
     if (str_set(&self->whead, h) < 0 || str_set(&self->wtail, t) < 0 || str_set(&self->wsuffix, s) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* set_bpe(encoder, capsule): the compiled BPE (None: off) -- see BpeEncodeFn */
+static PyObject *kernel_set_bpe(Kernel *self, PyObject *args) {
+    PyObject *enc, *cap;
+    if (!PyArg_ParseTuple(args, "OO", &enc, &cap)) return NULL;
+    if (enc == Py_None) {
+        Py_CLEAR(self->bpe_obj);
+        self->bpe_encode = NULL;
+        Py_RETURN_NONE;
+    }
+    BpeEncodeFn fn = (BpeEncodeFn)PyCapsule_GetPointer(cap, "hammer_core._fastbpe._C_API");
+    if (!fn) return NULL;
+    Py_INCREF(enc);
+    Py_XSETREF(self->bpe_obj, enc);
+    self->bpe_encode = fn;
     Py_RETURN_NONE;
 }
 
@@ -1357,7 +1387,83 @@ typedef struct {
     PyObject *misses;
 } Sink;
 
+static int tok_add_entry(Kernel *K, const char *u, Py_ssize_t n, const int32_t *ids, Py_ssize_t k);
+static int safe_cut_at(const char *s, Py_ssize_t i);
+
+/* A fragment missing from the token cache, tokenized here with the compiled BPE the way
+ * FragmentTokenizer does it (cut at the safe cuts, each chunk cached, the fragment cached as the
+ * concatenation of its chunks' ids): its entry, -1 when the BPE does not handle one of its
+ * chunks (then Python tokenizes it), -2 on error. */
+static int32_t tok_fill(Kernel *K, const char *u, Py_ssize_t n) {
+    K->bpe_frag.len = 0;
+    Py_ssize_t a = 0, chunks = 0;
+    int32_t last = -1;
+    for (Py_ssize_t i = n ? 1 : 0; i <= n; i++) {  /* "" is one (empty) chunk */
+        if (i < n && !safe_cut_at(u, i)) continue;
+        int32_t e = table_get(&K->toks, u + a, i - a);
+        if (e < 0) {
+            Py_ssize_t need = (i - a) + 1;
+            if (K->bpe_tmp.cap < need) {
+                int32_t *np_ = realloc(K->bpe_tmp.p, (size_t)need * 2 * sizeof(int32_t));
+                if (!np_) { PyErr_NoMemory(); return -2; }
+                K->bpe_tmp.p = np_;
+                K->bpe_tmp.cap = need * 2;
+            }
+            Py_ssize_t k = K->bpe_encode(K->bpe_obj, u + a, i - a, K->bpe_tmp.p);
+            if (k == -1) return -1;
+            if (k < 0) return -2;
+            e = (int32_t)K->tok_start.len;
+            if (tok_add_entry(K, u + a, i - a, K->bpe_tmp.p, k) < 0) return -2;
+        }
+        for (int32_t j = 0; j < K->tok_len.p[e]; j++)
+            if (ivec_push(&K->bpe_frag, K->arena.p[K->tok_start.p[e] + j]) < 0) return -2;
+        last = e;
+        chunks++;
+        a = i;
+    }
+    if (chunks == 1) return last;  /* the fragment is its only chunk */
+    int32_t e = (int32_t)K->tok_start.len;
+    if (tok_add_entry(K, u, n, K->bpe_frag.p, K->bpe_frag.len) < 0) return -2;
+    return e;
+}
+
+static int sink_tok_entry(Sink *s, int32_t e);
+
+#define BPE_DIRECT_MAX 32  /* shorter single-chunk misses (masked names: random, never seen again) are
+                             tokenized straight into the row, not cached */
+
+/* the BPE ids of a one-chunk text straight into the row: 0, 1 when the BPE does not handle it, -1 */
+static int sink_bpe_direct(Sink *s, const char *p, Py_ssize_t n) {
+    Kernel *K = s->K;
+    IVec *v = s->ids;
+    if (v->len + n > v->cap) {
+        Py_ssize_t cap = v->cap ? v->cap : 4096;
+        while (cap < v->len + n) cap *= 2;
+        int32_t *np_ = realloc(v->p, (size_t)cap * sizeof(int32_t));
+        if (!np_) { PyErr_NoMemory(); return -1; }
+        v->p = np_;
+        v->cap = cap;
+    }
+    Py_ssize_t k = K->bpe_encode(K->bpe_obj, p, n, v->p + v->len);
+    if (k >= 0) { v->len += k; return 0; }
+    return k == -2 ? -1 : 1;
+}
+
 static int sink_tok_miss(Sink *s, const char *p, Py_ssize_t n) {
+    Kernel *K = s->K;
+    if (K->bpe_encode && n > 0 && n <= BPE_DIRECT_MAX) {
+        int cut = 0;
+        for (Py_ssize_t i = 1; i < n && !cut; i++) cut = safe_cut_at(p, i);
+        if (!cut) {
+            int rc = sink_bpe_direct(s, p, n);
+            if (rc <= 0) return rc;
+        }
+    }
+    if (K->bpe_encode) {
+        int32_t e = tok_fill(s->K, p, n);
+        if (e >= 0) return sink_tok_entry(s, e);
+        if (e == -2) return -1;
+    }
     if (table_get(s->miss_set, p, n) != -2) return 0;
     if (table_put(s->miss_set, p, n, 0) < 0) return -1;
     PyObject *o = PyUnicode_DecodeUTF8(p, n, "strict");
@@ -1402,6 +1508,18 @@ static int sink_str(Sink *s, const Str *cx) {
         x->gen = s->K->gen;
     }
     return sink_tok_entry(s, x->tok);
+}
+
+/* a masked name (random: never cached -- with the BPE it is tokenized straight into the row;
+ * names are [A-Za-z0-9][A-Za-z0-9_.]*[A-Za-z0-9]: one chunk, no safe cut) */
+static int sink_bytes(Sink *s, const char *p, Py_ssize_t n);
+
+static int sink_name(Sink *s, const char *p, Py_ssize_t n) {
+    if (!s->list && !s->buf && s->K->bpe_encode && n > 0) {
+        int rc = sink_bpe_direct(s, p, n);
+        if (rc <= 0) return rc;
+    }
+    return sink_bytes(s, p, n);
 }
 
 static int sink_bytes(Sink *s, const char *p, Py_ssize_t n) {
@@ -1540,7 +1658,7 @@ static int emit_target(const Kernel *K, const Parsed *P, const Row *r, const cha
         /* a name: its own fragment when masked or isolated, else merged (escaped) */
         if (masked || isolated(nm, nn)) {
             if ((masked || cur->len) && sink_bytes(s, cur->p, cur->len) < 0) return -1;
-            if (sink_bytes(s, nm, nn) < 0) return -1;
+            if ((masked ? sink_name(s, nm, nn) : sink_bytes(s, nm, nn)) < 0) return -1;
             cur->len = 0;
         } else if (buf_add(cur, nm, nn) < 0) {
             return -1;
@@ -1564,7 +1682,7 @@ static int emit_target(const Kernel *K, const Parsed *P, const Row *r, const cha
             }
             if (masked || isolated(kn, kl)) {
                 if ((masked || cur->len) && sink_bytes(s, cur->p, cur->len) < 0) return -1;
-                if (sink_bytes(s, kn, kl) < 0) return -1;
+                if ((masked ? sink_name(s, kn, kl) : sink_bytes(s, kn, kl)) < 0) return -1;
                 cur->len = 0;
             } else if (buf_add(cur, kn, kl) < 0) {
                 return -1;
@@ -1591,7 +1709,7 @@ static int emit_prompt(const Kernel *K, const Parsed *P, const Row *r, const Row
             if (sink_str(s, &tp->lits[0]) < 0) return -1;
             for (int k = 0; k < tp->n_slots; k++) {
                 int nm = m->name0[ti] + tp->slots[k];
-                if (sink_bytes(s, m->names[nm], m->name_len[nm]) < 0) return -1;
+                if (sink_name(s, m->names[nm], m->name_len[nm]) < 0) return -1;
                 if (sink_str(s, &tp->lits[k + 1]) < 0) return -1;
             }
         } else {
@@ -2107,6 +2225,43 @@ fail:
     return NULL;
 }
 
+/* keys(prefix, ids) -> BLAKE2b-64 (little-endian) of prefix + utf8(id) for each str of the list:
+ * masking.stable_key(seed, purpose, id) with prefix = f"{seed}\x1f{purpose}\x1f" */
+static PyObject *py_keys(PyObject *mod, PyObject *args) {
+    Py_buffer bp;
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "y*O", &bp, &seq)) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "ids must be a sequence of str");
+    if (!fast) { PyBuffer_Release(&bp); return NULL; }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    PyObject *keys = PyBytes_FromStringAndSize(NULL, n * 8);
+    Buf tmp = {0};
+    if (!keys) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_Check(items[i]) ? PyUnicode_AsUTF8AndSize(items[i], &len) : NULL;
+        if (!s) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "ids must be str");
+            goto fail;
+        }
+        tmp.len = 0;
+        if (buf_add(&tmp, bp.buf, bp.len) < 0 || buf_add(&tmp, s, len) < 0) goto fail;
+        uint64_t k = blake2b_64((const uint8_t *)tmp.p, tmp.len);
+        memcpy(PyBytes_AS_STRING(keys) + 8 * i, &k, 8);
+    }
+    buf_free(&tmp);
+    Py_DECREF(fast);
+    PyBuffer_Release(&bp);
+    return keys;
+fail:
+    buf_free(&tmp);
+    Py_DECREF(fast);
+    PyBuffer_Release(&bp);
+    Py_XDECREF(keys);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ module functions (tests) */
 
 static PyObject *py_mix64(PyObject *mod, PyObject *args) {
@@ -2131,6 +2286,7 @@ static PyMethodDef kernel_methods[] = {
     {"n_tools", (PyCFunction)kernel_n_tools, METH_NOARGS, "registered tools"},
     {"set_wrap", (PyCFunction)kernel_set_wrap, METH_VARARGS, "(head, tail, suffix) of wrapped prompts"},
     {"set_tokens", (PyCFunction)kernel_set_tokens, METH_VARARGS, "(eos id, max cache entries)"},
+    {"set_bpe", (PyCFunction)kernel_set_bpe, METH_VARARGS, "(encoder, capsule): compiled BPE for cache misses"},
     {"add_tokens", (PyCFunction)kernel_add_tokens, METH_VARARGS, "cache the ids of fragments"},
     {"token_entries", (PyCFunction)kernel_token_entries, METH_NOARGS, "cached fragments"},
     {"trim_tokens", (PyCFunction)kernel_trim_tokens, METH_NOARGS, "empty the token cache when over its limit"},
@@ -2170,6 +2326,7 @@ static PyMethodDef module_methods[] = {
     {"mix64", py_mix64, METH_VARARGS, "masking.mix64_scalar"},
     {"gen_name", py_gen_name, METH_VARARGS, "NameGenerator name of one index: (key, lo, hi, index)"},
     {"hash_ids", py_hash_ids, METH_VARARGS, "row keys (BLAKE2b-64) and split flags (SHA-256) of an id column"},
+    {"keys", py_keys, METH_VARARGS, "BLAKE2b-64 keys of prefix + id for a list of str ids"},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastprep", "the prepare stage's hot path", -1,

@@ -75,7 +75,8 @@ class PrepareConfig(_Strict):
                               "with tools= (slower; the template must render tools)")
     fast_tokenization: bool = Field(True, description="tokenize prompts as cached fragments when that is "
                                                       "exact for the tokenizer (checked); false: whole texts")
-    workers: int = Field(0, ge=0, description="processes (0: one per CPU core, at most 8); the output "
+    workers: int = Field(0, ge=0, description="processes (0: one per CPU core but one with the compiled "
+                                              "kernel, one per core without it; at most 8); the output "
                                               "does not depend on it")
     seed: int | None = Field(None, description="seed of the split, irrelevance synthesis and masking "
                                                "(default: the top-level seed)")

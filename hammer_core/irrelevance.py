@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from hammer_core.masking import CompiledTool, ToolCache, parse_json, stable_key
+from hammer_core.masking import CompiledTool, ToolCache, parse_json, row_keys
 
 VARIANT = "irrelevance"
 HARD_NEGATIVE = "hard_negative"
@@ -135,8 +135,7 @@ def plan_counts(n_rows: int, n_no_call: int, ratio: float, hard_negative_ratio: 
 
 def ranks(seed: int, purpose: str, row_ids: Sequence[str]) -> np.ndarray:
     """The selection order of rows (smaller first): a hash of ``(seed, purpose, id)``."""
-    return np.fromiter((stable_key(seed, purpose, rid) for rid in row_ids), dtype=np.uint64,
-                       count=len(row_ids))
+    return row_keys(seed, row_ids, purpose)
 
 
 def rank_order(rank: np.ndarray, eligible: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import string
 from collections.abc import Sequence
@@ -63,6 +64,12 @@ import numpy as np
 import orjson
 
 from hammer_core.schema import dumps
+
+try:  # the compiled helpers (optional; see hammer_core.fastprep)
+    from hammer_core import _fastprep
+except ImportError:
+    _fastprep = None
+_OFF = ("0", "false", "no", "off")
 
 ALPHABET = string.ascii_uppercase + string.ascii_lowercase + "_." + string.digits
 ALNUM = string.ascii_uppercase + string.ascii_lowercase + string.digits
@@ -112,7 +119,13 @@ def unit_float(word: int) -> float:
 
 
 def row_keys(seed: int, row_ids: Sequence[str], purpose: str = "mask") -> np.ndarray:
-    """One 64-bit key per row id: BLAKE2b of ``(seed, purpose, id)``."""
+    """One 64-bit key per row id: BLAKE2b of ``(seed, purpose, id)`` -- :func:`stable_key` of
+    each, computed by the compiled extension when it is there (the same keys)."""
+    if _fastprep is not None and os.environ.get("HAMMER_FASTPREP", "1").strip().lower() not in _OFF:
+        ids = row_ids if isinstance(row_ids, list) else list(row_ids)
+        if all(type(r) is str for r in ids):
+            prefix = f"{seed}\x1f{purpose}\x1f".encode()
+            return np.frombuffer(_fastprep.keys(prefix, ids), dtype=np.uint64).copy()
     return np.fromiter((stable_key(seed, purpose, rid) for rid in row_ids), dtype=np.uint64,
                        count=len(row_ids))
 
@@ -217,8 +230,7 @@ class Template:
         self._size = 2 * len(self.slots) + 1
         picker = itemgetter(*self.slots) if self.slots else None
         self._pick = (lambda v: (picker(v),)) if len(self.slots) == 1 else picker
-        # "%s" between the literals: one C-level formatting call fills every name slot
-        self._format = "%s".join(lit.replace("%", "%%") for lit in self.lits)
+        self._format: str | None = None  # made on first fill (most templates are never filled)
 
     def pieces(self, names: Sequence[str]) -> list[str]:
         """``[lits[0], names[slots[0]], lits[1], ...]`` (name slots only)."""
@@ -231,7 +243,11 @@ class Template:
 
     def fill(self, names: Sequence[str], specs: Sequence[str] | None = None) -> str:
         if specs is None:
-            return self._format % self._pick(names) if self._pick is not None else self.lits[0]
+            if self._pick is None:
+                return self.lits[0]
+            if self._format is None:  # "%s" between the literals: one C-level call fills every slot
+                self._format = "%s".join(lit.replace("%", "%%") for lit in self.lits)
+            return self._format % self._pick(names)
         lits, out = self.lits, [self.lits[0]]
         for k, slot in enumerate(self.slots):
             out.append(names[slot] if slot >= 0 else specs[-slot - 1])
@@ -251,14 +267,15 @@ def _free_chars(text: str, n: int) -> list[str]:
 
 
 def compile_template(tool: dict[str, Any], dump: Any, spec_texts: Sequence[str] | None = None,
-                     source: str = "") -> tuple[Template, Template]:
+                     source: str = "", dumped: str | None = None) -> tuple[Template, Template]:
     """Templates of ``dump(tool)`` with the names as slots: (names and spec slots, names only).
 
     ``spec_texts`` are the parameter specs as ``dump`` writes them (inlined in the second
-    template); ``source`` is any text the sentinels must not collide with.
+    template); ``source`` is any text the sentinels must not collide with; ``dumped`` is
+    ``dump(tool)`` when the caller has it already.
     """
     names, specs = _params(tool)
-    open_, close, sopen, sclose = _free_chars(source + dump(tool), 4)
+    open_, close, sopen, sclose = _free_chars(source + (dump(tool) if dumped is None else dumped), 4)
     marked = dict(tool)
     marked["name"] = f"{open_}0{close}"
     if names:

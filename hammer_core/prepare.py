@@ -62,7 +62,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import sys
+import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -200,6 +202,8 @@ class Engine:
             if self.frag is not None and self.frag.fast and sys.byteorder == "little":
                 self.fast.kernel.set_tokens(int.from_bytes(self.frag.eos, "little", signed=True),
                                             self.frag.cache_size)
+                if self.frag.bpe is not None:  # new chunks tokenized inside the kernel
+                    self.fast.kernel.set_bpe(*self.frag.bpe.c_api())
 
     @property
     def tokenization(self) -> str:
@@ -904,12 +908,15 @@ class _GroupedWriter:
             self._flush(ROW_GROUP_ROWS)
 
     def _flush(self, rows: int) -> None:
-        whole = pa.concat_tables(self.pending)
+        whole = pa.concat_tables(self.pending)  # zero-copy: the copying is on the writer thread
         group, rest = whole.slice(0, rows), whole.slice(rows)
         self.pending, self.n = ([rest] if rest.num_rows else []), rest.num_rows
-        self.futures.append(self.thread.submit(self.writer.write_table, group.combine_chunks()))
+        self.futures.append(self.thread.submit(self._write, group))
         while len(self.futures) > 2:  # bounded memory: wait for older writes
             self.futures.popleft().result()
+
+    def _write(self, group: pa.Table) -> None:
+        self.writer.write_table(group.combine_chunks())
 
     def finish(self, **kwargs: Any) -> Artifact:
         if self.n:
@@ -926,8 +933,59 @@ class _GroupedWriter:
 
 # --------------------------------------------------------------------------- the stage
 
+# columns worth dictionary encoding (few distinct values); the others are mostly distinct
+_DICTIONARY = {"examples": ["source", "task", "variant", "messages.list.element.role"], "tokens": ["task"]}
+
+
+def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, produced on a background thread up to ``depth`` ahead: Parquet decoding
+    (which releases the GIL) overlaps the work on the previous block. Exceptions are re-raised
+    here, in order; closing the generator stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, end))
+        except BaseException as err:  # noqa: BLE001 -- handed to the consumer
+            q.put((False, err))
+
+    thread = threading.Thread(target=produce, name="hammer-prepare-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
 def _blocks(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
-    """(start, table) blocks of exactly BLOCK_ROWS input rows (the last one shorter)."""
+    """(start, table) blocks of exactly BLOCK_ROWS input rows (the last one shorter), read ahead
+    on a background thread."""
+    return _prefetched(_read_blocks(path, columns))
+
+
+def _read_blocks(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
     pf = pq.ParquetFile(path)
     pending: list[pa.RecordBatch] = []
     n = start = 0
@@ -956,7 +1014,12 @@ def _gc_paused() -> Iterator[None]:
 
 
 def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    """Processes for ``prepare.workers: 0``. With the compiled kernel, one core is left to
+    this process (reading, merging and writing the blocks: it would be the bottleneck beside a
+    worker per core), so a 2-core machine runs the blocks here, with no pool; the pure-Python
+    path is CPU-bound in the workers and takes every core."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cores - 1 if fastprep.enabled() else cores, 8))
 
 
 def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tokenize: bool = True,
@@ -992,7 +1055,8 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
                         ("eval_tokens", TOKENS_SCHEMA, "tokens", tok_extra)]
         for name, schema, kind, ex in outputs:
             writers[name] = _GroupedWriter(ArtifactWriter(out / f"{name}.parquet", schema, kind=kind,
-                                                          parents=[examples], extra=ex))
+                                                          parents=[examples], extra=ex,
+                                                          dictionary=_DICTIONARY[kind]))
             stack.callback(writers[name].abort)  # after finish(): a no-op
         rejects: list[dict[str, Any]] = []
         totals = {s: _Totals() for s in SPLITS}

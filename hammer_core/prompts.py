@@ -70,10 +70,15 @@ SAFE_CUT = re.compile(r"(?<=\S)(?= )")
 
 def cut_ends(text: str) -> tuple[str, str, str]:
     """``text`` cut at its first and last safe cuts (``("", text, "")`` when there are none)."""
-    cuts = [m.start() for m in SAFE_CUT.finditer(text)]
-    if len(cuts) < 2:
+    first = text.find(" ", 1)  # SAFE_CUT's positions, found without the regex (``isspace`` is ``\s``)
+    while first > 0 and text[first - 1].isspace():
+        first = text.find(" ", first + 1)
+    last = text.rfind(" ")
+    while last > first and text[last - 1].isspace():
+        last = text.rfind(" ", 0, last)
+    if first <= 0 or last <= first:
         return "", text, ""
-    return text[:cuts[0]], text[cuts[0]:cuts[-1]], text[cuts[-1]:]
+    return text[:first], text[first:last], text[last:]
 _SPACED = json.JSONEncoder(ensure_ascii=False).encode
 
 
@@ -113,8 +118,9 @@ class _Shown:
         shown = tool_for_prompt(tool.spec)
         props = list(shown["parameters"]["properties"].values())
         self.spec_texts = [_SPACED(s) for s in props]
-        self.full, self.template = compile_template(shown, _SPACED, self.spec_texts, source=tool.text)
         self.text = _SPACED(shown)
+        self.full, self.template = compile_template(shown, _SPACED, self.spec_texts, source=tool.text,
+                                                    dumped=self.text)
         self.plain: list[tuple[str, ...] | None] = [None] * 4
         self.masked: list[Template | None] = [None] * 4
 

@@ -87,7 +87,11 @@ def dumps(obj: Any) -> str:
     """Canonical JSON: compact separators, unicode kept, key order as built (never sorted:
     the order of a function's parameters is part of its signature). The same input gives the
     same bytes because every stage builds its dicts in a deterministic order."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT(obj)
+
+
+# json.dumps(obj, separators=(",", ":"), ensure_ascii=False), without a new encoder every call
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def examples_table(rows: list[dict[str, Any]]) -> pa.Table:

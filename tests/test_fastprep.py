@@ -16,8 +16,10 @@ from hammer_core.artifacts import write_table
 from hammer_core.config import config_from_dict
 from hammer_core.formats.xlam import normalize_xlam
 from hammer_core.irrelevance import eligibility
-from hammer_core.masking import NameGenerator, mix64, row_keys
+from hammer_core.masking import NameGenerator, mix64, row_keys, stable_key
+from hammer_core.modeling import load_tiny_tokenizer
 from hammer_core.schema import dumps, examples_table
+from hammer_core.tokenization import FragmentTokenizer
 from hammer_core.synth import synth_rows
 from hammer_core.validation import validate_example
 
@@ -121,8 +123,41 @@ def test_mix64_names_and_hashes_are_bit_exact():
 
     for seed, fraction in ((0, 0.1), (-3, 0.5), (2**70, 0.15)):
         keys_c, evals_c = fastprep.FastKernel.hash_ids(Cols(), seed, fraction)
-        assert keys_c.tolist() == row_keys(seed, ids[1:]).tolist()
+        assert keys_c.tolist() == [stable_key(seed, "mask", i) for i in ids[1:]]
         assert evals_c.tolist() == [prep.is_eval(i, seed, fraction) for i in ids[1:]]
+        # row_keys (irrelevance ranks too) on lists of str: the compiled BLAKE2b, the same keys
+        for purpose in ("mask", "irrelevance:train", "hard_negative:eval"):
+            assert row_keys(seed, ids, purpose).tolist() == [stable_key(seed, purpose, i) for i in ids]
+
+
+def test_the_kernel_tokenizes_its_ascii_misses_itself(corpus, tmp_path, monkeypatch):
+    """With the compiled BPE, the kernel tokenizes new ASCII chunks (masked names, queries) in
+    place: only chunks with non-ASCII text reach the HF tokenizer (the bytes are the same, see
+    test_same_bytes_as_the_python_path_with_tokens)."""
+    to_python: list[str] = []  # chunks the kernel handed back
+    to_hf: list[str] = []  # chunks the compiled BPE left to the HF tokenizer
+    real_flat, real_compiled = FragmentTokenizer.tokenize_chunks_flat, FragmentTokenizer._compiled
+
+    def flat(self, texts):
+        to_python.extend(texts)
+        return real_flat(self, texts)
+
+    def compiled(self, texts):
+        out = real_compiled(self, texts)
+        to_hf.extend(out[3])
+        return out
+
+    monkeypatch.setattr(FragmentTokenizer, "tokenize_chunks_flat", flat)
+    monkeypatch.setattr(FragmentTokenizer, "_compiled", compiled)
+    monkeypatch.setenv("HAMMER_FASTPREP", "1")
+    res = prep.prepare(config(tmp_path, copies=2), corpus[0], tmp_path / "out")
+    assert res.summary["tokenization"] == "fragments" and res.summary["train"]["rows"] > 500
+    # what reaches HF: non-ASCII text, or the chat template's special tokens
+    assert to_hf and all(not t.isascii() or "<|im_" in t for t in to_hf), [t for t in to_hf if t.isascii()][:5]
+    # the kernel hands back only fragments with such a chunk: few, against thousands of masked names
+    assert len(to_python) < res.summary["train"]["rows"] // 4
+    recipe = prep.Recipe.from_config(config(tmp_path), tokenize=True)
+    assert prep.Engine(recipe, load_tiny_tokenizer()).frag.bpe is not None
 
 
 def test_kernel_takes_the_common_rows_and_hands_the_others_to_python(corpus):

@@ -185,3 +185,40 @@ def test_config_checks_the_recipe():
     with pytest.raises(ConfigError, match="length_policy"):
         config_from_dict({"prepare": {"length_policy": "cut"}})
     assert config_from_dict({}).prepare.copies == 3  # Hammer's default
+
+
+def test_blocks_are_read_ahead_in_order_errors_reraised_and_the_reader_stops_when_closed():
+    import threading
+
+    from hammer_core.prepare import _prefetched
+
+    def items(fail_at=None):
+        for i in range(10):
+            if i == fail_at:
+                raise OSError(f"disk error at {i}")
+            yield i
+
+    assert list(_prefetched(items())) == list(range(10))
+    got = []
+    with pytest.raises(OSError, match="disk error at 4"):
+        for x in _prefetched(items(fail_at=4)):
+            got.append(x)
+    assert got == [0, 1, 2, 3]  # everything before the error, in order
+    gen = _prefetched(iter(range(10_000)), depth=2)
+    assert next(gen) == 0
+    gen.close()  # the consumer stops early: the reader thread ends too
+    assert not any(t.name == "hammer-prepare-read" for t in threading.enumerate())
+
+
+def test_prepared_artifacts_dictionary_encode_only_the_few_valued_columns(tmp_path):
+    from hammer_core.artifacts import ArtifactWriter
+
+    rows = [{"id": f"r{i}", "source": "s", "task": "t", "messages": [{"role": "user", "content": f"q{i}"}],
+             "tools": "[]", "calls": "[]", "parent_id": None, "variant": "original"} for i in range(50)]
+    with ArtifactWriter(tmp_path / "x.parquet", EXAMPLE_SCHEMA, kind="examples",
+                        dictionary=["source", "task", "variant", "messages.list.element.role"]) as w:
+        w.write_rows(rows)
+    md = pq.ParquetFile(tmp_path / "x.parquet").metadata.row_group(0)
+    enc = {md.column(i).path_in_schema: md.column(i).encodings for i in range(md.num_columns)}
+    assert "RLE_DICTIONARY" in enc["task"] and "RLE_DICTIONARY" in enc["messages.list.element.role"]
+    assert "RLE_DICTIONARY" not in enc["id"] and "RLE_DICTIONARY" not in enc["messages.list.element.content"]
