@@ -147,10 +147,12 @@ class ArtifactWriter:
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, kind: str,
                  parents: list[Artifact] | None = None,
                  extra: dict[str, Any] | None = None,
-                 dictionary: bool | list[str] = True) -> None:
+                 dictionary: bool | list[str] = True, statistics: bool | list[str] = True) -> None:
         """``dictionary``: dictionary-encode every column (True), or only these column paths
         (``"messages.list.element.role"`` for a nested one): encoding a column of mostly
-        distinct values (prompts, token ids) costs time and saves nothing."""
+        distinct values (prompts, token ids) costs time and saves nothing. ``statistics``:
+        min/max statistics for every column, or only these (none for long texts and token ids:
+        nothing filters on them)."""
         self.path = Path(path)
         self.schema = schema
         self.kind = kind
@@ -163,7 +165,7 @@ class ArtifactWriter:
         os.close(fd)
         self._tmp = Path(tmp)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._tmp, schema, compression="zstd", use_dictionary=dictionary, write_statistics=True)
+            self._tmp, schema, compression="zstd", use_dictionary=dictionary, write_statistics=statistics)
         self._artifact: Artifact | None = None
 
     def write_table(self, table: pa.Table) -> None:

@@ -96,7 +96,7 @@ from hammer_core.validation import validate_example
 BLOCK_ROWS = 4096  # source rows per task (fixed: it is part of the output order)
 ROW_GROUP_ROWS = 16_384  # rows per output row group (fixed: same bytes for any batching)
 VALIDATE_EVERY = 64
-SPOT_CHECK_EVERY = 1024
+SPOT_CHECK_EVERY = 4096  # one row a block is re-tokenized whole by the HF tokenizer (an independent check)
 SPLITS = ("train", "eval")
 _MESSAGES = pa.list_(pa.field("item", MESSAGE_TYPE, nullable=False))
 
@@ -935,6 +935,9 @@ class _GroupedWriter:
 
 # columns worth dictionary encoding (few distinct values); the others are mostly distinct
 _DICTIONARY = {"examples": ["source", "task", "variant", "messages.list.element.role"], "tokens": ["task"]}
+# columns with min/max statistics (not the long texts and token ids: nothing filters on them)
+_STATISTICS = {"examples": ["id", "source", "task", "messages.list.element.role", "parent_id", "variant"],
+               "tokens": ["id", "task", "n_prompt"]}
 
 
 def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -1056,7 +1059,8 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         for name, schema, kind, ex in outputs:
             writers[name] = _GroupedWriter(ArtifactWriter(out / f"{name}.parquet", schema, kind=kind,
                                                           parents=[examples], extra=ex,
-                                                          dictionary=_DICTIONARY[kind]))
+                                                          dictionary=_DICTIONARY[kind],
+                                                          statistics=_STATISTICS[kind]))
             stack.callback(writers[name].abort)  # after finish(): a no-op
         rejects: list[dict[str, Any]] = []
         totals = {s: _Totals() for s in SPLITS}

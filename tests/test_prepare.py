@@ -210,15 +210,20 @@ def test_blocks_are_read_ahead_in_order_errors_reraised_and_the_reader_stops_whe
     assert not any(t.name == "hammer-prepare-read" for t in threading.enumerate())
 
 
-def test_prepared_artifacts_dictionary_encode_only_the_few_valued_columns(tmp_path):
+def test_artifact_writer_dictionary_encodes_and_keeps_statistics_only_where_asked(tmp_path):
     from hammer_core.artifacts import ArtifactWriter
 
     rows = [{"id": f"r{i}", "source": "s", "task": "t", "messages": [{"role": "user", "content": f"q{i}"}],
              "tools": "[]", "calls": "[]", "parent_id": None, "variant": "original"} for i in range(50)]
     with ArtifactWriter(tmp_path / "x.parquet", EXAMPLE_SCHEMA, kind="examples",
-                        dictionary=["source", "task", "variant", "messages.list.element.role"]) as w:
+                        dictionary=["source", "task", "variant", "messages.list.element.role"],
+                        statistics=["id", "task"]) as w:
         w.write_rows(rows)
     md = pq.ParquetFile(tmp_path / "x.parquet").metadata.row_group(0)
-    enc = {md.column(i).path_in_schema: md.column(i).encodings for i in range(md.num_columns)}
-    assert "RLE_DICTIONARY" in enc["task"] and "RLE_DICTIONARY" in enc["messages.list.element.role"]
-    assert "RLE_DICTIONARY" not in enc["id"] and "RLE_DICTIONARY" not in enc["messages.list.element.content"]
+    col = {md.column(i).path_in_schema: md.column(i) for i in range(md.num_columns)}
+    assert "RLE_DICTIONARY" in col["task"].encodings and "RLE_DICTIONARY" in col["messages.list.element.role"].encodings
+    assert "RLE_DICTIONARY" not in col["id"].encodings
+    assert "RLE_DICTIONARY" not in col["messages.list.element.content"].encodings
+    assert col["id"].is_stats_set and col["id"].statistics.min == "r0"
+    assert not col["messages.list.element.content"].is_stats_set and not col["tools"].is_stats_set
+    assert pq.read_table(tmp_path / "x.parquet").to_pylist() == rows
