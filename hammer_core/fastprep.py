@@ -12,8 +12,13 @@ slots of its canonical JSON and of its prompt forms); read the ``calls`` JSON (o
 canonical form ingestion writes -- anything else goes to Python); decide irrelevance
 eligibility; then, per copy, draw the mask coin, the shuffle and the names from the same
 counter-based generator (``mix64``, bit-exact) and write the output row (id, lineage, masked
-tools and calls) into Arrow buffers, and the prompt and answer (as text, or as the fragment
-lists the tokenizer caches on).
+tools and calls) into Arrow buffers, and the prompt and answer (as text, or as token ids
+assembled from its fragment cache). With the compiled BPE (:mod:`hammer_core.fastbpe`, set by
+``Kernel.set_bpe``), the fragments it misses are tokenized in place, as
+:class:`~hammer_core.tokenization.FragmentTokenizer` would (cut at the safe cuts, each chunk's
+ids exactly the HF tokenizer's): masked names straight into the row (random: never cached),
+queries and other new text into the cache. Only fragments the BPE refuses (non-ASCII or
+special-token text) go back to Python, which tokenizes them with the HF tokenizer.
 
 Rows that go to Python: conversations other than one user turn (optionally after one system
 turn); rows whose tools or calls are not in canonical form or exceed the kernel's limits (60

@@ -890,10 +890,14 @@ class _DaskRunner:
 
 class _GroupedWriter:
     """An :class:`ArtifactWriter` fed on a background thread in row groups of exactly
-    :data:`ROW_GROUP_ROWS` rows (the last one shorter), whatever the sizes of the tables added."""
+    :data:`ROW_GROUP_ROWS` rows (the last one shorter), whatever the sizes of the tables added.
+    ``combine``: copy each group into contiguous arrays first -- the Parquet writer cuts pages at
+    array boundaries for some column types, so the bytes would depend on how blocks were cut;
+    token tables write the same bytes either way (tested), so they skip the copy."""
 
-    def __init__(self, writer: ArtifactWriter) -> None:
+    def __init__(self, writer: ArtifactWriter, combine: bool = True) -> None:
         self.writer = writer
+        self.combine = combine
         self.pending: list[pa.Table] = []
         self.n = 0
         self.thread = ThreadPoolExecutor(max_workers=1)
@@ -916,7 +920,7 @@ class _GroupedWriter:
             self.futures.popleft().result()
 
     def _write(self, group: pa.Table) -> None:
-        self.writer.write_table(group.combine_chunks())
+        self.writer.write_table(group.combine_chunks() if self.combine else group)
 
     def finish(self, **kwargs: Any) -> Artifact:
         if self.n:
@@ -1060,7 +1064,8 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
             writers[name] = _GroupedWriter(ArtifactWriter(out / f"{name}.parquet", schema, kind=kind,
                                                           parents=[examples], extra=ex,
                                                           dictionary=_DICTIONARY[kind],
-                                                          statistics=_STATISTICS[kind]))
+                                                          statistics=_STATISTICS[kind]),
+                                           combine=kind != "tokens")
             stack.callback(writers[name].abort)  # after finish(): a no-op
         rejects: list[dict[str, Any]] = []
         totals = {s: _Totals() for s in SPLITS}
