@@ -22,10 +22,12 @@ cluster, each building its own engine); the engine splits the block, masks, rend
 and tokenizes every copy of every original row, and returns the output rows with a small
 analysis (irrelevance eligibility, the rows' tools). The main process then picks the rows to
 synthesize from (:func:`hammer_core.irrelevance.select_rows`, one global choice per split) and
-pass 2 re-reads the input and hands those rows, with their plan, to the engines. Outputs are
-written as they come back, in order, by background writer threads, in row groups of exactly
-:data:`ROW_GROUP_ROWS` rows; memory does not grow with the corpus beyond the pass-1 analysis
-(a few dozen bytes a row, plus the tool pool when hard negatives are on).
+pass 2 re-reads the input (or, when its decoded size is at most :data:`KEEP_INPUT_BYTES`, takes
+the blocks pass 1 kept) and hands those rows, with their plan, to the engines. Input blocks are
+read ahead on a thread. Outputs are written as they come back, in order, by background writer
+threads, in row groups of exactly :data:`ROW_GROUP_ROWS` rows; beyond that bounded input,
+memory does not grow with the corpus past the pass-1 analysis (a few dozen bytes a row, plus the
+tool pool when hard negatives are on).
 
 Where the time goes: a row's tools are cut at ``},{"name":`` and looked up among compiled
 tools (:class:`hammer_core.masking.ToolCache`); masked tools, prompts and answers are filled
@@ -96,6 +98,7 @@ from hammer_core.validation import validate_example
 BLOCK_ROWS = 4096  # source rows per task (fixed: it is part of the output order)
 ROW_GROUP_ROWS = 16_384  # rows per output row group (fixed: same bytes for any batching)
 VALIDATE_EVERY = 64
+KEEP_INPUT_BYTES = 512 << 20  # inputs up to this decoded size are kept in memory between the passes
 SPOT_CHECK_EVERY = 4096  # one row a block is re-tokenized whole by the HF tokenizer (an independent check)
 SPLITS = ("train", "eval")
 _MESSAGES = pa.list_(pa.field("item", MESSAGE_TYPE, nullable=False))
@@ -1081,7 +1084,16 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         facts = {s: _Facts() for s in SPLITS}
         pool = ToolPool() if recipe.hard_negatives else None
         cache = ToolCache()
-        for result in runner.map(("originals", t, start) for start, t in _blocks(examples.path)):
+        # a small input stays in memory for pass 2 (no second read); a large one is read again
+        kept: list[tuple[int, pa.Table]] | None = [] if _input_bytes(examples.path) <= KEEP_INPUT_BYTES else None
+
+        def blocks() -> Iterator[tuple[int, pa.Table]]:
+            for start, t in _blocks(examples.path):
+                if kept is not None:
+                    kept.append((start, t))
+                yield start, t
+
+        for result in runner.map(("originals", t, start) for start, t in blocks()):
             consume(result)
             for split, a in result.analysis.items():
                 facts[split].add(a)
@@ -1091,7 +1103,8 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
 
         plans, irr_summary = _plan_synthesis(facts, p, cfg.prepare_seed(), pool)
         if plans:
-            for result in runner.map(_synth_tasks(examples.path, plans)):
+            for result in runner.map(_synth_tasks(iter(kept) if kept is not None else _blocks(examples.path),
+                                                  plans)):
                 consume(result)
         tokenization = runner.tokenization()
 
@@ -1147,12 +1160,19 @@ def _plan_synthesis(facts: dict[str, "_Facts"], p: Any, seed: int, pool: ToolPoo
     return plans, summary
 
 
-def _synth_tasks(path: Path, plans: Plans) -> Iterator[tuple]:
-    """Blocks of BLOCK_ROWS source rows to synthesize from, in input order, with their plans."""
+def _input_bytes(path: Path) -> int:
+    """The input's decoded size as the Parquet footer states it (the row groups' byte sizes)."""
+    md = pq.ParquetFile(path).metadata
+    return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+
+
+def _synth_tasks(source_blocks: Iterator[tuple[int, pa.Table]], plans: Plans) -> Iterator[tuple]:
+    """Blocks of BLOCK_ROWS source rows to synthesize from, in input order, with their plans
+    (``source_blocks``: the input's blocks again, read or kept)."""
     wanted = np.array(sorted(plans), dtype=np.int64)
     buf: list[pa.Table] = []
     meta: list[tuple[str, tuple[str, list[str] | None]]] = []
-    for start, table in _blocks(path):
+    for start, table in source_blocks:
         lo, hi = np.searchsorted(wanted, [start, start + table.num_rows])
         if hi > lo:
             sel = wanted[lo:hi]

@@ -100,10 +100,13 @@ def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "BLOCK_ROWS", 64)  # several blocks, so two workers really share them
     monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
     hashes = []
-    for run, workers in enumerate((1, 2, 2)):
+    # run 2: pass 2 re-reads the input instead of taking the blocks pass 1 kept in memory
+    for run, (workers, keep) in enumerate(((1, prep.KEEP_INPUT_BYTES), (2, prep.KEEP_INPUT_BYTES), (2, 0))):
+        monkeypatch.setattr(prep, "KEEP_INPUT_BYTES", keep)
         res = prepare(config(tmp_path, workers=workers), corpus[0], tmp_path / f"run{run}")
         hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)])
         assert pq.ParquetFile(res.train.path).metadata.row_group(0).num_rows == 100
+        assert res.summary["irrelevance"]["train"]["made"]["irrelevance"] > 0  # pass 2 had rows to make
     assert hashes[0] == hashes[1] == hashes[2]
     cfg = config(tmp_path)
     reseeded = config_from_dict({**cfg.model_dump(), "seed": 4})
