@@ -11,11 +11,13 @@ Fast path: fragments
 :class:`FragmentTokenizer` tokenizes each distinct fragment once (instructions, each tool's
 text, a row's query across its copies...), caches the ids, and concatenates. Misses are
 tokenized in a few large calls: fragments joined with a special token (which the tokenizer
-splits out before anything else) and cut again at its id. The fast path is only used when it
-is exact for the tokenizer at hand: at construction, a set of probe rows (masked and not,
-multi-call, unicode, defaults) is tokenized both ways and must agree token for token, and the
-chat template must wrap a prompt as ``prefix + prompt + suffix``; otherwise every prompt is
-tokenized whole. While running, rows are spot-checked against whole-text tokenization
+splits out before anything else) and cut again at its id -- or, for ASCII chunks of a GPT-2,
+Qwen2 or Llama-3 style byte-level BPE, by the compiled encoder (:mod:`hammer_core.fastbpe`,
+the same ids; it is part of the probe below, and dropped if the probe fails with it). The
+fast path is only used when it is exact for the tokenizer at hand: at construction, a set of
+probe rows (masked and not, multi-call, unicode, defaults) is tokenized both ways and must
+agree token for token, and the chat template must wrap a prompt as ``prefix + prompt +
+suffix``; otherwise every prompt is tokenized whole. While running, rows are spot-checked against whole-text tokenization
 (:meth:`FragmentTokenizer.check`).
 
 Formats
@@ -201,7 +203,11 @@ class FragmentTokenizer:
             from hammer_core.fastbpe import ByteLevelBPE
             self.bpe = ByteLevelBPE.from_tokenizer(tokenizer)
         if self.fast:
-            self.fast = self.verify(probe_views())
+            views = probe_views()
+            self.fast = self.verify(views)
+            if not self.fast and self.bpe is not None:  # never expected: then without the BPE
+                self.bpe = None
+                self.fast = self.verify(views)
 
     # -- public ---------------------------------------------------------------------------
     def wrap_prompt(self, frags: list[str]) -> list[str]:
