@@ -653,6 +653,22 @@ static const unsigned char *ascii_data(PyObject *o, Py_ssize_t *n)
     return (const unsigned char *)PyUnicode_DATA(o);
 }
 
+/* The ids of an accepted text s[0..n) into out (room for n ids): its pre-tokens encoded one
+ * after the other; returns the id count, -1 when out of memory. */
+static Py_ssize_t encode_text(const Encoder *e, const unsigned char *s, Py_ssize_t n, int32_t *out)
+{
+    Py_ssize_t len = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_ssize_t j = next_piece(e, s, i, n);
+        Py_ssize_t k = encode_piece(e, s + i, j - i, out + len);
+        if (k < 0)
+            return -1;
+        len += k;
+        i = j;
+    }
+    return len;
+}
+
 static PyObject *Encoder_encode(Encoder *self, PyObject *texts)
 {
     PyObject *seq = PySequence_Fast(texts, "encode() takes a sequence of str");
@@ -696,18 +712,13 @@ static PyObject *Encoder_encode(Encoder *self, PyObject *texts)
             }
             ids = grown;
         }
-        Py_ssize_t start = len;
-        for (Py_ssize_t i = 0; i < n;) {
-            Py_ssize_t j = next_piece(self, s, i, n);
-            Py_ssize_t k = encode_piece(self, s + i, j - i, ids + len);
-            if (k < 0) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            len += k;
-            i = j;
+        Py_ssize_t k = encode_text(self, s, n, ids + len);
+        if (k < 0) {
+            PyErr_NoMemory();
+            goto done;
         }
-        counts[t] = (int32_t)(len - start);
+        len += k;
+        counts[t] = (int32_t)k;
     }
     {
         PyObject *a = PyBytes_FromStringAndSize((const char *)ids, len * (Py_ssize_t)sizeof(int32_t));
@@ -737,18 +748,12 @@ static Py_ssize_t capi_encode(PyObject *enc, const char *text, Py_ssize_t n, int
             return -1;
     if (n > INT32_MAX || !acceptable(e, s, n))
         return -1;
-    Py_ssize_t len = 0;
-    for (Py_ssize_t i = 0; i < n;) {
-        Py_ssize_t j = next_piece(e, s, i, n);
-        Py_ssize_t k = encode_piece(e, s + i, j - i, out + len);
-        if (k < 0) {
-            PyErr_NoMemory();
-            return -2;
-        }
-        len += k;
-        i = j;
+    Py_ssize_t k = encode_text(e, s, n, out);
+    if (k < 0) {
+        PyErr_NoMemory();
+        return -2;
     }
-    return len;
+    return k;
 }
 
 static PyObject *Encoder_pretokenize(Encoder *self, PyObject *text)

@@ -96,14 +96,20 @@ static void buf_free(Buf *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
 /* int32 vector */
 typedef struct { int32_t *p; Py_ssize_t len, cap; } IVec;
 
+/* room for `extra` more values */
+static int ivec_reserve(IVec *v, Py_ssize_t extra) {
+    if (v->len + extra <= v->cap) return 0;
+    Py_ssize_t cap = v->cap ? 2 * v->cap : 1024;
+    while (cap < v->len + extra) cap *= 2;
+    int32_t *p = realloc(v->p, (size_t)cap * sizeof(int32_t));
+    if (!p) { PyErr_NoMemory(); return -1; }
+    v->p = p;
+    v->cap = cap;
+    return 0;
+}
+
 static int ivec_push(IVec *v, int32_t x) {
-    if (v->len == v->cap) {
-        Py_ssize_t cap = v->cap ? 2 * v->cap : 1024;
-        int32_t *p = realloc(v->p, (size_t)cap * sizeof(int32_t));
-        if (!p) { PyErr_NoMemory(); return -1; }
-        v->p = p;
-        v->cap = cap;
-    }
+    if (v->len == v->cap && ivec_reserve(v, 1) < 0) return -1;
     v->p[v->len++] = x;
     return 0;
 }
@@ -1402,21 +1408,18 @@ static int32_t tok_fill(Kernel *K, const char *u, Py_ssize_t n) {
         if (i < n && !safe_cut_at(u, i)) continue;
         int32_t e = table_get(&K->toks, u + a, i - a);
         if (e < 0) {
-            Py_ssize_t need = (i - a) + 1;
-            if (K->bpe_tmp.cap < need) {
-                int32_t *np_ = realloc(K->bpe_tmp.p, (size_t)need * 2 * sizeof(int32_t));
-                if (!np_) { PyErr_NoMemory(); return -2; }
-                K->bpe_tmp.p = np_;
-                K->bpe_tmp.cap = need * 2;
-            }
+            K->bpe_tmp.len = 0;
+            if (ivec_reserve(&K->bpe_tmp, i - a) < 0) return -2;  /* ids <= bytes */
             Py_ssize_t k = K->bpe_encode(K->bpe_obj, u + a, i - a, K->bpe_tmp.p);
             if (k == -1) return -1;
             if (k < 0) return -2;
             e = (int32_t)K->tok_start.len;
             if (tok_add_entry(K, u + a, i - a, K->bpe_tmp.p, k) < 0) return -2;
         }
-        for (int32_t j = 0; j < K->tok_len.p[e]; j++)
-            if (ivec_push(&K->bpe_frag, K->arena.p[K->tok_start.p[e] + j]) < 0) return -2;
+        int32_t k = K->tok_len.p[e];
+        if (ivec_reserve(&K->bpe_frag, k) < 0) return -2;
+        memcpy(K->bpe_frag.p + K->bpe_frag.len, K->arena.p + K->tok_start.p[e], (size_t)k * sizeof(int32_t));
+        K->bpe_frag.len += k;
         last = e;
         chunks++;
         a = i;
@@ -1436,14 +1439,7 @@ static int sink_tok_entry(Sink *s, int32_t e);
 static int sink_bpe_direct(Sink *s, const char *p, Py_ssize_t n) {
     Kernel *K = s->K;
     IVec *v = s->ids;
-    if (v->len + n > v->cap) {
-        Py_ssize_t cap = v->cap ? v->cap : 4096;
-        while (cap < v->len + n) cap *= 2;
-        int32_t *np_ = realloc(v->p, (size_t)cap * sizeof(int32_t));
-        if (!np_) { PyErr_NoMemory(); return -1; }
-        v->p = np_;
-        v->cap = cap;
-    }
+    if (ivec_reserve(v, n) < 0) return -1;  /* ids <= bytes */
     Py_ssize_t k = K->bpe_encode(K->bpe_obj, p, n, v->p + v->len);
     if (k >= 0) { v->len += k; return 0; }
     return k == -2 ? -1 : 1;
@@ -1478,14 +1474,7 @@ static int sink_tok_entry(Sink *s, int32_t e) {
     const int32_t *ids = K->arena.p + K->tok_start.p[e];
     int32_t k = K->tok_len.p[e];
     IVec *v = s->ids;
-    if (v->len + k > v->cap) {
-        Py_ssize_t cap = v->cap ? v->cap : 4096;
-        while (cap < v->len + k) cap *= 2;
-        int32_t *np_ = realloc(v->p, (size_t)cap * sizeof(int32_t));
-        if (!np_) { PyErr_NoMemory(); return -1; }
-        v->p = np_;
-        v->cap = cap;
-    }
+    if (ivec_reserve(v, k) < 0) return -1;
     memcpy(v->p + v->len, ids, (size_t)k * sizeof(int32_t));
     v->len += k;
     return 0;
@@ -1635,6 +1624,16 @@ static int add_spaced(Buf *b, const char *v, Py_ssize_t n) {
 }
 
 /* target_fragments: masked rows (names[] new names) or plain rows (names from the calls) */
+/* a name inside the answer: its own fragment (after the text gathered so far) when masked or
+ * isolated, else appended, escaped, to that text */
+static int emit_name(Sink *s, Buf *cur, const char *nm, Py_ssize_t nn, int masked) {
+    if (!masked && !isolated(nm, nn)) return buf_add(cur, nm, nn);
+    if ((masked || cur->len) && sink_bytes(s, cur->p, cur->len) < 0) return -1;
+    if ((masked ? sink_name(s, nm, nn) : sink_bytes(s, nm, nn)) < 0) return -1;
+    cur->len = 0;
+    return 0;
+}
+
 static int emit_target(const Kernel *K, const Parsed *P, const Row *r, const char *cs, const RowMask *m, int masked,
                        Sink *s, Buf *cur) {
     if (!r->n_calls) return sink_str(s, &K->no_call);
@@ -1655,14 +1654,7 @@ static int emit_target(const Kernel *K, const Parsed *P, const Row *r, const cha
             nm = cs + call->name_off;
             nn = call->name_len;
         }
-        /* a name: its own fragment when masked or isolated, else merged (escaped) */
-        if (masked || isolated(nm, nn)) {
-            if ((masked || cur->len) && sink_bytes(s, cur->p, cur->len) < 0) return -1;
-            if ((masked ? sink_name(s, nm, nn) : sink_bytes(s, nm, nn)) < 0) return -1;
-            cur->len = 0;
-        } else if (buf_add(cur, nm, nn) < 0) {
-            return -1;
-        }
+        if (emit_name(s, cur, nm, nn, masked) < 0) return -1;
         if (ADDL(cur, "\", \"arguments\": {") < 0) return -1;
         for (int a = 0; a < call->n_args; a++) {
             const Arg *arg = &P->args_v[call->arg0 + a];
@@ -1680,13 +1672,7 @@ static int emit_target(const Kernel *K, const Parsed *P, const Row *r, const cha
                 kn = cs + arg->key_off;
                 kl = arg->key_len;
             }
-            if (masked || isolated(kn, kl)) {
-                if ((masked || cur->len) && sink_bytes(s, cur->p, cur->len) < 0) return -1;
-                if ((masked ? sink_name(s, kn, kl) : sink_bytes(s, kn, kl)) < 0) return -1;
-                cur->len = 0;
-            } else if (buf_add(cur, kn, kl) < 0) {
-                return -1;
-            }
+            if (emit_name(s, cur, kn, kl, masked) < 0) return -1;
             if (ADDL(cur, "\": ") < 0 || add_spaced(cur, cs + arg->val_off, arg->val_len) < 0) return -1;
         }
     }

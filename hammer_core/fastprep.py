@@ -31,7 +31,6 @@ Disable with ``HAMMER_FASTPREP=0`` (the output is the same).
 
 from __future__ import annotations
 
-import os
 import warnings
 from json.encoder import encode_basestring
 from typing import Any
@@ -39,7 +38,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from hammer_core.masking import FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView, _free_chars
+from hammer_core.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView, _free_chars,
+                                  compiled_switched_off)
 from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _tool_fragments
 
 try:
@@ -56,7 +56,7 @@ def enabled() -> bool:
     """Use the kernel? (importable, and not switched off with ``HAMMER_FASTPREP=0``); warns once
     when it should be used but cannot be imported."""
     global _WARNED
-    if os.environ.get("HAMMER_FASTPREP", "1").strip().lower() in ("0", "false", "no", "off"):
+    if compiled_switched_off():
         return False
     if _fastprep is None:
         if not _WARNED:

@@ -69,7 +69,11 @@ try:  # the compiled helpers (optional; see hammer_core.fastprep)
     from hammer_core import _fastprep
 except ImportError:
     _fastprep = None
-_OFF = ("0", "false", "no", "off")
+
+
+def compiled_switched_off() -> bool:
+    """``HAMMER_FASTPREP=0`` (or false/no/off): every compiled path off, the Python one runs."""
+    return os.environ.get("HAMMER_FASTPREP", "1").strip().lower() in ("0", "false", "no", "off")
 
 ALPHABET = string.ascii_uppercase + string.ascii_lowercase + "_." + string.digits
 ALNUM = string.ascii_uppercase + string.ascii_lowercase + string.digits
@@ -121,7 +125,7 @@ def unit_float(word: int) -> float:
 def row_keys(seed: int, row_ids: Sequence[str], purpose: str = "mask") -> np.ndarray:
     """One 64-bit key per row id: BLAKE2b of ``(seed, purpose, id)`` -- :func:`stable_key` of
     each, computed by the compiled extension when it is there (the same keys)."""
-    if _fastprep is not None and os.environ.get("HAMMER_FASTPREP", "1").strip().lower() not in _OFF:
+    if _fastprep is not None and not compiled_switched_off():
         ids = row_ids if isinstance(row_ids, list) else list(row_ids)
         if all(type(r) is str for r in ids):
             prefix = f"{seed}\x1f{purpose}\x1f".encode()

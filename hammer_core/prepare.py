@@ -1042,7 +1042,10 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
     out = Path(out_dir)
     p = cfg.prepare
     recipe = Recipe.from_config(cfg, tokenize=tokenize)
-    total = pq.ParquetFile(examples.path).metadata.num_rows
+    footer = pq.ParquetFile(examples.path).metadata
+    total = footer.num_rows
+    # the decoded size the footer states: a small input stays in memory for pass 2
+    keep_input = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups)) <= KEEP_INPUT_BYTES
     workers = p.workers or default_workers()
     if total <= 2 * BLOCK_ROWS:
         workers = 1  # not worth starting processes for
@@ -1084,8 +1087,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         facts = {s: _Facts() for s in SPLITS}
         pool = ToolPool() if recipe.hard_negatives else None
         cache = ToolCache()
-        # a small input stays in memory for pass 2 (no second read); a large one is read again
-        kept: list[tuple[int, pa.Table]] | None = [] if _input_bytes(examples.path) <= KEEP_INPUT_BYTES else None
+        kept: list[tuple[int, pa.Table]] | None = [] if keep_input else None  # else pass 2 reads again
 
         def blocks() -> Iterator[tuple[int, pa.Table]]:
             for start, t in _blocks(examples.path):
@@ -1158,12 +1160,6 @@ def _plan_synthesis(facts: dict[str, "_Facts"], p: Any, seed: int, pool: ToolPoo
                           "eligible": {"irrelevance": sum(e.plain for e in f.elig),
                                        "hard_negative": sum(e.hard_negative for e in f.elig)}}
     return plans, summary
-
-
-def _input_bytes(path: Path) -> int:
-    """The input's decoded size as the Parquet footer states it (the row groups' byte sizes)."""
-    md = pq.ParquetFile(path).metadata
-    return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
 
 
 def _synth_tasks(source_blocks: Iterator[tuple[int, pa.Table]], plans: Plans) -> Iterator[tuple]:
