@@ -175,6 +175,31 @@ def baseline(examples: Path, out: Path, tokenize: bool) -> dict:
     return {"seconds": time.perf_counter() - start, "input_rows": len(rows), "output_rows": len(mix)}
 
 
+# --------------------------------------------------------------------------- the I/O floor
+
+def copy_floor(examples: Path, out: Path) -> dict:
+    """The Parquet I/O alone: read ``examples.parquet`` the way the stage reads it (blocks, read
+    ahead on a thread) and write every row unchanged the way the stage writes ``train.parquet``
+    (row groups on a writer thread, the same encodings, compression, hashing and manifest).
+    No split, no masking, no rendering: no implementation of the stage with this input and
+    output can be faster than this on the same machine."""
+    from hammer_core.artifacts import ArtifactWriter, open_artifact
+    from hammer_core.prepare import _DICTIONARY, _STATISTICS, _blocks, _GroupedWriter
+    from hammer_core.schema import EXAMPLE_SCHEMA
+
+    art = open_artifact(examples)
+    work_cpu_start()
+    start = time.perf_counter()
+    w = _GroupedWriter(ArtifactWriter(out / "train.parquet", EXAMPLE_SCHEMA, kind="examples", parents=[art],
+                                      dictionary=_DICTIONARY["examples"], statistics=_STATISTICS["examples"]))
+    n = 0
+    for _, table in _blocks(examples):
+        w.add(table)
+        n += table.num_rows
+    w.finish()
+    return {"seconds": time.perf_counter() - start, "input_rows": n, "output_rows": n}
+
+
 # --------------------------------------------------------------------------- the stage
 
 def stage(examples: Path, out: Path, tokenize: bool, overrides: list[str]) -> dict:
@@ -226,6 +251,8 @@ def child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         if spec["kind"] == "per-row":
             out = baseline(Path(spec["examples"]), Path(tmp), spec["tokenize"])
+        elif spec["kind"] == "parquet copy":
+            out = copy_floor(Path(spec["examples"]), Path(tmp))
         else:
             out = stage(Path(spec["examples"]), Path(tmp), spec["tokenize"], spec["overrides"])
     out["work_cpu_seconds"] = round(_cpu_now() - _CPU0[0], 1)  # the timed work only (workers included)
@@ -290,6 +317,8 @@ def main() -> None:
     ap.add_argument("--impl", nargs="+", choices=["python", "compiled"], default=["python", "compiled"],
                     help="which prepare paths to run (the compiled one needs the built extension)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the per-row baseline")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the Parquet copy (read + write, no work) that bounds any implementation")
     ap.add_argument("--tokens", choices=["both", "no", "yes"], default="both")
     ap.add_argument("--append", action="store_true", help="add to the results in --out instead of replacing them")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -325,6 +354,9 @@ def main() -> None:
                 b_rows = min(rows, cap)
                 base = run("per-row", corpus(b_rows), tokenize)
                 record(b_rows, "per-row", tokenize, "copies 1", base, None)
+            if not tokenize and not args.no_floor:  # the ceiling the Parquet I/O alone sets
+                record(rows, "parquet copy (I/O floor)", tokenize, "read + write, no work",
+                       run("parquet copy", examples, tokenize), None)
             variants = [("copies 1", ["prepare.copies=1"])]
             large = rows > 200_000  # the long runs: the main settings only
             if tokenize:

@@ -305,23 +305,27 @@ class Engine:
         k = _KernelParse.of(parsed_c, src.n)
         cols: dict[str, dict[str, list]] = {s: {"pos": [], "id": [], "tools": [], "parent_id": [], "variant": []}
                                             for s in SPLITS}
+        # every row of a pass-2 block is used: whole columns as lists, not one Arrow scalar a row
+        ids, parents, status = src.ids, src.parents, k.status.tolist()
+        registered, tool_ids, bounds = self.fast.tools, k.tool_ids.tolist(), k.bounds.tolist()  # type: ignore[union-attr]
         for i, (split, (variant, rep_texts)) in enumerate(zip(splits, plans)):
-            if k.status[i]:
+            if status[i]:
                 tools, calls = self._parse(src, i)
                 gold = eligibility(tools, calls).gold
             else:
-                tools = k.tools(self.fast, i)
+                tools = [registered[t] for t in tool_ids[bounds[i]:bounds[i + 1]]]
                 gold = _eligibility_of(k.codes[i]).gold
-            rid = src.value("id", i)
+            rid = ids[i]
             if not gold:
                 raise AssertionError(f"row {rid!r} was selected for {variant} but has no gold tool")
             reps = None if rep_texts is None else [self._compile(t) for t in rep_texts]
-            row = synthesized_row({"id": rid, "parent_id": src.value("parent_id", i)}, variant,
-                                  synthesize_tools(tools, gold, reps))
+            row = synthesized_row({"id": rid, "parent_id": parents[i]}, variant, synthesize_tools(tools, gold, reps))
             c = cols[split]
             c["pos"].append(i)
-            for name in ("id", "tools", "parent_id", "variant"):
-                c[name].append(row[name])
+            c["id"].append(row["id"])
+            c["tools"].append(row["tools"])
+            c["parent_id"].append(row["parent_id"])
+            c["variant"].append(variant)
         result = BlockResult({})
         for split, c in cols.items():
             take = pa.array(c["pos"], pa.int64())
@@ -673,7 +677,8 @@ class _Columns:
     def column(self, name: str) -> pa.Array:
         array = self._arrays.get(name)
         if array is None:
-            array = self._arrays[name] = self.table.column(name).combine_chunks()
+            col = self.table.column(name)  # one chunk (the usual block): no copy
+            array = self._arrays[name] = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
         return array
 
     def messages(self, i: int) -> list[dict[str, str]]:
@@ -989,10 +994,10 @@ def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 thread.join(0.05)
 
 
-def _blocks(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
-    """(start, table) blocks of exactly BLOCK_ROWS input rows (the last one shorter), read ahead
-    on a background thread."""
-    return _prefetched(_read_blocks(path, columns))
+def _blocks(path: Path, columns: list[str] | None = None, ahead: int = 2) -> Iterator[tuple[int, pa.Table]]:
+    """(start, table) blocks of exactly BLOCK_ROWS input rows (the last one shorter), read up to
+    ``ahead`` blocks ahead on a background thread."""
+    return _prefetched(_read_blocks(path, columns), ahead)
 
 
 def _read_blocks(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
@@ -1090,7 +1095,9 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         kept: list[tuple[int, pa.Table]] | None = [] if keep_input else None  # else pass 2 reads again
 
         def blocks() -> Iterator[tuple[int, pa.Table]]:
-            for start, t in _blocks(examples.path):
+            # an input kept whole anyway is read as fast as the reader goes (it overlaps the
+            # first blocks' one-off work: tool registration, token cache warm-up)
+            for start, t in _blocks(examples.path, ahead=1 << 20 if keep_input else 2):
                 if kept is not None:
                     kept.append((start, t))
                 yield start, t
