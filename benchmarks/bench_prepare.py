@@ -17,6 +17,10 @@ of the process and its workers; peak RSS is the largest process's.
   (``HAMMER_FASTPREP=0``; ``tokenize=False`` for the render-only rows).
 * ``prepare (compiled)``: the same stage with the C kernel (``hammer_core._fastprep``); the
   artifacts are byte-identical to the Python path's (the train hashes are in the JSON below).
+* ``parquet copy (I/O floor)`` (render-only rows): no work at all -- the input read the way
+  the stage reads it and written unchanged the way the stage writes ``train.parquet``. No
+  implementation of the stage can beat it on the same machine (the stage also writes ~1.1x
+  the rows, plus ``eval.parquet``).
 
 Usage::
 
