@@ -307,13 +307,12 @@ class Engine:
                                             for s in SPLITS}
         # every row of a pass-2 block is used: whole columns as lists, not one Arrow scalar a row
         ids, parents, status = src.ids, src.parents, k.status.tolist()
-        registered, tool_ids, bounds = self.fast.tools, k.tool_ids.tolist(), k.bounds.tolist()  # type: ignore[union-attr]
         for i, (split, (variant, rep_texts)) in enumerate(zip(splits, plans)):
             if status[i]:
                 tools, calls = self._parse(src, i)
                 gold = eligibility(tools, calls).gold
             else:
-                tools = [registered[t] for t in tool_ids[bounds[i]:bounds[i + 1]]]
+                tools = k.tools(self.fast, i)
                 gold = _eligibility_of(k.codes[i]).gold
             rid = ids[i]
             if not gold:
@@ -641,9 +640,15 @@ class _KernelParse:
         return cls(np.frombuffer(status, dtype=np.uint8), np.frombuffer(codes, dtype=np.int64).tolist(), bounds,
                    np.frombuffer(tool_ids, dtype=np.int32), np.frombuffer(no_call, dtype=np.uint8))
 
+    @cached_property
+    def _lists(self) -> tuple[list[int], list[int]]:  # (tool ids, bounds): Python ints, made once
+        return self.tool_ids.tolist(), self.bounds.tolist()
+
     def tools(self, fast: Any, i: int) -> list[CompiledTool]:
         """The compiled tools of row ``i`` (a row the kernel parsed)."""
-        return [fast.tools[t] for t in self.tool_ids[self.bounds[i]:self.bounds[i + 1]].tolist()]
+        tool_ids, bounds = self._lists
+        registered = fast.tools
+        return [registered[t] for t in tool_ids[bounds[i]:bounds[i + 1]]]
 
 
 class _Columns:
