@@ -187,15 +187,14 @@ def copy_floor(examples: Path, out: Path) -> dict:
     (row groups on a writer thread, the same encodings, compression, hashing and manifest).
     No split, no masking, no rendering: no implementation of the stage with this input and
     output can be faster than this on the same machine."""
-    from hammer_core.artifacts import ArtifactWriter, open_artifact
-    from hammer_core.prepare import _DICTIONARY, _STATISTICS, _blocks, _GroupedWriter
+    from hammer_core.artifacts import open_artifact
+    from hammer_core.prepare import _blocks, _output_writer
     from hammer_core.schema import EXAMPLE_SCHEMA
 
     art = open_artifact(examples)
     work_cpu_start()
     start = time.perf_counter()
-    w = _GroupedWriter(ArtifactWriter(out / "train.parquet", EXAMPLE_SCHEMA, kind="examples", parents=[art],
-                                      dictionary=_DICTIONARY["examples"], statistics=_STATISTICS["examples"]))
+    w = _output_writer(out / "train.parquet", EXAMPLE_SCHEMA, "examples", [art])
     n = 0
     for _, table in _blocks(examples):
         w.add(table)

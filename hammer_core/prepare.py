@@ -957,6 +957,14 @@ _STATISTICS = {"examples": ["id", "source", "task", "messages.list.element.role"
                "tokens": ["id", "task", "n_prompt"]}
 
 
+def _output_writer(path: Path, schema: pa.Schema, kind: str, parents: list[Artifact],
+                   extra: dict[str, Any] | None = None) -> _GroupedWriter:
+    """The grouped, threaded writer of one of the stage's outputs, with its kind's settings."""
+    return _GroupedWriter(ArtifactWriter(path, schema, kind=kind, parents=parents, extra=extra,
+                                         dictionary=_DICTIONARY[kind], statistics=_STATISTICS[kind]),
+                          combine=kind != "tokens")
+
+
 def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """``items``, produced on a background thread up to ``depth`` ahead: Parquet decoding
     (which releases the GIL) overlaps the work on the previous block. Exceptions are re-raised
@@ -1077,11 +1085,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
             outputs += [("train_tokens", TOKENS_SCHEMA, "tokens", tok_extra),
                         ("eval_tokens", TOKENS_SCHEMA, "tokens", tok_extra)]
         for name, schema, kind, ex in outputs:
-            writers[name] = _GroupedWriter(ArtifactWriter(out / f"{name}.parquet", schema, kind=kind,
-                                                          parents=[examples], extra=ex,
-                                                          dictionary=_DICTIONARY[kind],
-                                                          statistics=_STATISTICS[kind]),
-                                           combine=kind != "tokens")
+            writers[name] = _output_writer(out / f"{name}.parquet", schema, kind, [examples], ex)
             stack.callback(writers[name].abort)  # after finish(): a no-op
         rejects: list[dict[str, Any]] = []
         totals = {s: _Totals() for s in SPLITS}
