@@ -714,13 +714,15 @@ def perturb(value: Any, word: Any) -> Any:
 
 
 def replace_word(text: str, old: str, new: str) -> str:
-    """Replace whole-word ``old`` (as is, capitalized, lower, upper) by the same form of ``new``."""
+    """Replace whole-word ``old`` (as is, capitalized, lower, upper) by the same form of ``new``.
+    A number is whole only with its decimals: ``2`` is not replaced inside ``2.5`` (nor, once an
+    earlier default became ``2.57``, inside that)."""
     if not old or old not in text and old.lower() not in text.lower():
         return text
     for o, n in ((old, new), (old.capitalize(), new.capitalize()), (old.lower(), new.lower()),
                  (old.upper(), new.upper())):
         if o:
-            text = re.sub(rf"(?<![\w.]){re.escape(o)}(?![\w])", lambda _m, n=n: n, text)
+            text = re.sub(rf"(?<![\w.]){re.escape(o)}(?!\w|\.\d)", lambda _m, n=n: n, text)
     return text
 
 
