@@ -166,6 +166,8 @@ class ArtifactWriter:
         self._tmp = Path(tmp)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
             self._tmp, schema, compression="zstd", use_dictionary=dictionary, write_statistics=statistics)
+        self._hash: str | None = None  # set by seal()
+        self._aborted = False
         self._artifact: Artifact | None = None
 
     def write_table(self, table: pa.Table) -> None:
@@ -180,18 +182,30 @@ class ArtifactWriter:
         if rows:
             self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
 
+    def seal(self) -> str:
+        """Close the Parquet file, fsync it and return its content hash, without publishing it
+        (:meth:`finish` does that; it seals first if this was not called). Lets several
+        artifacts be sealed at once on their writer threads. Idempotent."""
+        if self._aborted:
+            raise RuntimeError(f"ArtifactWriter for {self.path} was aborted")
+        if self._hash is None:
+            self._writer.close()
+            self._writer = None
+            try:
+                with open(self._tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                self._hash = sha256_file(self._tmp)
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
+        return self._hash
+
     def finish(self, extra: dict[str, Any] | None = None) -> Artifact:
         """Publish the artifact (``extra`` replaces the one given at construction)."""
         if self._artifact is not None:
             return self._artifact
-        if self._writer is None:
-            raise RuntimeError(f"ArtifactWriter for {self.path} was aborted")
-        self._writer.close()
-        self._writer = None
+        content_hash = self.seal()
         try:
-            with open(self._tmp, "rb") as f:
-                os.fsync(f.fileno())
-            content_hash = sha256_file(self._tmp)
             os.chmod(self._tmp, 0o666 & ~_UMASK)
             os.replace(self._tmp, self.path)
         except BaseException:
@@ -213,11 +227,14 @@ class ArtifactWriter:
 
     def abort(self) -> None:
         """Drop everything written so far (the temp file); ``path`` is left as it was."""
+        if self._artifact is not None:
+            return  # published: nothing to drop
         if self._writer is not None:
             try:
                 self._writer.close()
             finally:
                 self._writer = None
+        self._aborted = True
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "ArtifactWriter":

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hammer_core import ingest as ingest_module
-from hammer_core.artifacts import ArtifactWriter, write_table
+from hammer_core.artifacts import ArtifactWriter, sha256_file, write_table
 from hammer_core.config import SourceConfig
 from hammer_core.formats import FORMATS, REASONS, RowError, detect_format
 from hammer_core.formats.glaive import parse_functioncall, split_system
@@ -533,6 +533,29 @@ def test_artifact_writer_matches_write_table_and_aborts_cleanly(tmp_path: Path) 
             raise RuntimeError("boom")
     assert (tmp_path / "b" / "x.parquet").read_bytes() == (tmp_path / "a" / "x.parquet").read_bytes()
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["x.manifest.json", "x.parquet"]
+
+
+def test_artifact_writer_seal_then_publish_or_abort(tmp_path: Path) -> None:
+    rows = [{"source": "s", "location": f"f:{i}", "reason": "bad_json", "detail": "d", "raw": "r"}
+            for i in range(20)]
+    w = ArtifactWriter(tmp_path / "x.parquet", REJECT_SCHEMA, kind="rejects")
+    w.write_rows(rows)
+    digest = w.seal()
+    assert w.seal() == digest and not (tmp_path / "x.parquet").exists()  # sealed: not published yet
+    with pytest.raises(RuntimeError, match="already finished or aborted"):
+        w.write_rows(rows)
+    art = w.finish()
+    assert art.content_hash == digest == sha256_file(tmp_path / "x.parquet")
+    w.abort()  # after publishing: a no-op
+    assert (tmp_path / "x.parquet").exists()
+
+    w = ArtifactWriter(tmp_path / "y.parquet", REJECT_SCHEMA, kind="rejects")
+    w.write_rows(rows)
+    w.seal()
+    w.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.manifest.json", "x.parquet"]  # no temp file left
+    with pytest.raises(RuntimeError, match="was aborted"):
+        w.finish()
 
 
 # --------------------------------------------------------------------------- synth

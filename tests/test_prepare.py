@@ -8,6 +8,7 @@ from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -100,18 +101,35 @@ def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "BLOCK_ROWS", 64)  # several blocks, so two workers really share them
     monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
     hashes = []
-    # run 2: pass 2 re-reads the input instead of taking the blocks pass 1 kept in memory
-    for run, (workers, keep) in enumerate(((1, prep.KEEP_INPUT_BYTES), (2, prep.KEEP_INPUT_BYTES), (2, 0))):
+    pool = pa.default_memory_pool().backend_name
+    # run 2: pass 2 re-reads the input instead of taking the blocks pass 1 kept in memory;
+    # run 3: Arrow's own default pool (the stage allocates from malloc unless the user chose one)
+    for run, (workers, keep, own_pool) in enumerate(((1, prep.KEEP_INPUT_BYTES, False), (2, prep.KEEP_INPUT_BYTES, False),
+                                                     (2, 0, False), (1, prep.KEEP_INPUT_BYTES, True))):
         monkeypatch.setattr(prep, "KEEP_INPUT_BYTES", keep)
+        if own_pool:
+            monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", pool)
         res = prepare(config(tmp_path, workers=workers), corpus[0], tmp_path / f"run{run}")
+        assert pa.default_memory_pool().backend_name == pool  # the stage put the default back
         hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)])
         assert pq.ParquetFile(res.train.path).metadata.row_group(0).num_rows == 100
         assert res.summary["irrelevance"]["train"]["made"]["irrelevance"] > 0  # pass 2 had rows to make
-    assert hashes[0] == hashes[1] == hashes[2]
+    assert hashes[0] == hashes[1] == hashes[2] == hashes[3]
     cfg = config(tmp_path)
     reseeded = config_from_dict({**cfg.model_dump(), "seed": 4})
     res = prepare(reseeded, corpus[0], tmp_path / "reseeded")
     assert res.train.content_hash != hashes[0][0]
+
+
+def test_the_stage_allocates_from_malloc_unless_a_pool_was_chosen(monkeypatch):
+    before = pa.default_memory_pool().backend_name
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    with prep._system_memory_pool():
+        assert pa.default_memory_pool().backend_name == "system"
+    assert pa.default_memory_pool().backend_name == before
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before)
+    with prep._system_memory_pool():
+        assert pa.default_memory_pool().backend_name == before
 
 
 def test_blocks_on_a_dask_cluster_give_the_same_bytes(corpus, tmp_path, monkeypatch):
