@@ -370,34 +370,28 @@ class Engine:
             return SplitOutput(EXAMPLE_SCHEMA.empty_table(), TOKENS_SCHEMA.empty_table() if r.tokenize else None)
         tools = [dedup_by_name(parsed[i][0]) if masked else parsed[i][0] for i in idx]
         base = row_keys(r.seed, [rows.ids[i] for i in idx])
-        counts = np.array([words_needed(t) for t in tools], dtype=np.int64)
         views: list[tuple[int, int, RowView]] = []  # (copy, row, view), block-major
-        masker = self.masker
         for k in range(copies):
-            keys = copy_keys(base, k)
-            words = streams(keys, counts) if masked else None
-            hit = [j for j in range(len(idx)) if masked and masker.is_masked(words[j])]
-            names = dict(zip(hit, masker.draw_names([(words[j], tools[j]) for j in hit])))
-            for j, i in enumerate(idx):
-                calls = parsed[i][1]
-                if j in names:
-                    view = masker.mask(int(keys[j]), words[j], tools[j], calls, rows.messages(i), names[j])
-                else:
-                    view = plain_view(tools[j], calls)
-                views.append((k, i, view))
+            views.extend((k, i, v) for i, v in zip(idx, self._views(rows, idx, tools, copy_keys(base, k),
+                                                                      parsed, masked)))
         encoded = self._tokenize(rows, views)
         return self._assemble(rows, views, encoded, split)
 
-    def _row_view(self, rows: "_Columns", i: int, parsed: Any, masked: bool, key: int) -> RowView:
-        """The view of one output row, as :meth:`_emit` makes it (the kernel's Python rows)."""
-        tools, calls = parsed[i]
+    def _views(self, rows: "_Columns", idx: Sequence[int], tools: Sequence[list[CompiledTool]] | None,
+               keys: np.ndarray, parsed: Any, masked: bool) -> list[RowView]:
+        """The views of rows ``idx`` under ``keys`` (one key each): masked or plain, the mask
+        coins, shuffles and names drawn for all of them at once. ``tools``: the rows' tools as
+        masking sees them (de-duplicated when masked), or None to take them from ``parsed``."""
+        if tools is None:
+            tools = [dedup_by_name(parsed[i][0]) if masked else parsed[i][0] for i in idx]
         if not masked:
-            return plain_view(tools, calls)
-        tools = dedup_by_name(tools)
-        words = streams(np.array([key], dtype=np.uint64), np.array([words_needed(tools)], dtype=np.int64))[0]
-        if self.masker.is_masked(words):
-            return self.masker.mask(key, words, tools, calls, rows.messages(i))
-        return plain_view(tools, calls)
+            return [plain_view(t, parsed[i][1]) for t, i in zip(tools, idx)]
+        masker = self.masker
+        words = streams(keys, np.array([words_needed(t) for t in tools], dtype=np.int64))
+        hit = [j for j in range(len(idx)) if masker.is_masked(words[j])]
+        names = dict(zip(hit, masker.draw_names([(words[j], tools[j]) for j in hit])))
+        return [masker.mask(int(keys[j]), words[j], tools[j], parsed[i][1], rows.messages(i), names[j])
+                if j in names else plain_view(tools[j], parsed[i][1]) for j, i in enumerate(idx)]
 
     def _emit_fast(self, rows: "_Columns", idx: list[int], parsed_c: Any, py: dict[int, Any], split: str
                    ) -> SplitOutput | None:
@@ -423,9 +417,10 @@ class Engine:
         parsed = _LazyParse(self, rows, py)
         overrides: dict[int, tuple] = {}
         new_msgs: list[tuple[int, Any]] = []
-        for t in parsed_c.plan(wb, kb, copies, masked):
+        planned = list(parsed_c.plan(wb, kb, copies, masked))  # the rows made here, in Python
+        views = self._views(rows, where[planned].tolist(), None, keys[planned], parsed, masked)
+        for t, view in zip(planned, views):
             k, i = t // len(idx), int(where[t])
-            view = self._row_view(rows, i, parsed, masked, int(keys[t]))
             msgs = view.messages or rows.messages(i)
             prompt, target = prompt_fragments(view, msgs), target_fragments(view)
             if tokens:
@@ -474,7 +469,7 @@ class Engine:
                     prompt, target = overrides[q][5], overrides[q][6]
                 else:
                     i = int(where[q])
-                    view = self._row_view(rows, i, parsed, masked, int(keys[q]))
+                    view = self._views(rows, [i], None, keys[q:q + 1], parsed, masked)[0]
                     prompt = frag.wrap_prompt(prompt_fragments(view, view.messages or rows.messages(i)))  # type: ignore[union-attr]
                     target = target_fragments(view)
                 a, b = int(tok_off[q]), int(tok_off[q + 1])
