@@ -264,16 +264,23 @@ Plan = tuple[str, list[CompiledTool] | None]  # (variant, replacement tools for 
 
 def select_rows(ids: Sequence[str], elig: Sequence[Eligibility], n_plain: int, n_hard: int, seed: int,
                 purpose: str, pool: ToolPool | None = None,
-                tools_of: Callable[[int], Sequence[CompiledTool]] | None = None) -> dict[int, Plan]:
+                tools_of: Callable[[int], Sequence[CompiledTool]] | None = None,
+                ranked: dict[str, np.ndarray] | None = None) -> dict[int, Plan]:
     """``{row index: (variant, replacements)}`` of the rows to synthesize from (see the module
     doc). Hard negatives need the ``pool`` and ``tools_of(i)``, the compiled tools of row ``i``
-    (only asked for the rows tried, best-ranked first)."""
+    (only asked for the rows tried, best-ranked first). ``ranked``: the rows' :func:`ranks`
+    for ``VARIANT`` / ``HARD_NEGATIVE``, when already computed (the others are computed here)."""
     chosen: dict[int, Plan] = {}
+
+    def rank(variant: str) -> np.ndarray:
+        given = (ranked or {}).get(variant)
+        return given if given is not None else ranks(seed, f"{variant}:{purpose}", ids)
+
     if n_hard:
         if pool is None or tools_of is None:
             raise ValueError("hard negatives need the tool pool and the rows' tools")
         hn_ok = np.array([e.hard_negative for e in elig], dtype=bool)
-        order = rank_order(ranks(seed, f"hard_negative:{purpose}", ids), hn_ok).tolist()
+        order = rank_order(rank(HARD_NEGATIVE), hn_ok).tolist()
         for w in range(0, len(order), 1024):  # windows: neighbours are computed in batches
             window = [(i, tools_of(i)) for i in order[w:w + 1024]]
             pool.prefetch(tools[g].digest for i, tools in window for g in elig[i].gold)
@@ -288,7 +295,7 @@ def select_rows(ids: Sequence[str], elig: Sequence[Eligibility], n_plain: int, n
     if n_plain:
         plain_ok = np.array([e.plain for e in elig], dtype=bool)
         plain_ok[list(chosen)] = False
-        for i in rank_order(ranks(seed, f"irrelevance:{purpose}", ids), plain_ok)[:n_plain].tolist():
+        for i in rank_order(rank(VARIANT), plain_ok)[:n_plain].tolist():
             chosen[i] = (VARIANT, None)
     return chosen
 

@@ -73,6 +73,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,8 @@ from hammer_core import fastprep
 from hammer_core.artifacts import Artifact, ArtifactWriter, atomic_write_json
 from hammer_core.config import PipelineConfig
 from hammer_core.formats import RowError
-from hammer_core.irrelevance import Eligibility, ToolPool, eligibility, plan_counts, select_rows, synthesize, \
-    synthesize_tools, synthesized_row
+from hammer_core.irrelevance import HARD_NEGATIVE, VARIANT, Eligibility, ToolPool, eligibility, plan_counts, ranks, \
+    select_rows, synthesize, synthesize_tools, synthesized_row
 from hammer_core.masking import (CompiledTool, Masker, RowView, ToolCache, copy_keys, dedup_by_name,
                                  output_identity, parse_json, plain_view, row_keys, streams, words_needed)
 from hammer_core.prompts import prompt_fragments, target_fragments
@@ -1121,31 +1122,36 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
                 rejects.extend(o.rejects)
                 totals[split].add(o)
 
-        facts = {s: _Facts() for s in SPLITS}
+        variants = [v for v, share in ((VARIANT, p.irrelevance_ratio), (HARD_NEGATIVE, p.hard_negative_ratio))
+                    if share > 0]
+        facts = {s: _Facts(cfg.prepare_seed(), s, variants) for s in SPLITS}
         pool = ToolPool() if recipe.hard_negatives else None
         cache = ToolCache()
-        kept: list[tuple[int, pa.Table]] | None = [] if keep_input else None  # else pass 2 reads again
+        sources = _Sources(examples.path, keep_input, p.irrelevance_ratio, p.hard_negative_ratio)
+        in_flight: deque[tuple[int, pa.Table]] = deque()  # blocks handed to the runner, not yet back
 
         def blocks() -> Iterator[tuple[int, pa.Table]]:
             # an input kept whole anyway is read as fast as the reader goes (it overlaps the
             # first blocks' one-off work: tool registration, token cache warm-up)
             for start, t in _blocks(examples.path, ahead=1 << 20 if keep_input else 2):
-                if kept is not None:
-                    kept.append((start, t))
+                in_flight.append((start, t))
                 yield start, t
 
         for result in runner.map(("originals", t, start) for start, t in blocks()):
             consume(result)
             for split, a in result.analysis.items():
                 facts[split].add(a)
+            if variants:
+                sources.add(*in_flight.popleft(), result.analysis, facts)
+            else:
+                in_flight.popleft()
             if pool is not None:
                 for text in result.new_tools.values():
                     pool.add(cache.get(text))  # type: ignore[arg-type]
 
         plans, irr_summary = _plan_synthesis(facts, p, cfg.prepare_seed(), pool)
         if plans:
-            for result in runner.map(_synth_tasks(iter(kept) if kept is not None else _blocks(examples.path),
-                                                  plans)):
+            for result in runner.map(_synth_tasks(sources.blocks(plans), plans)):
                 consume(result)
         tokenization = runner.tokenization()
 
@@ -1191,7 +1197,7 @@ def _plan_synthesis(facts: dict[str, "_Facts"], p: Any, seed: int, pool: ToolPoo
         f = facts[split]
         n_plain, n_hard = plan_counts(f.n, f.no_call, p.irrelevance_ratio, p.hard_negative_ratio)
         tools_of = (lambda j, f=f: [pool.tools[d] for d in f.tools[j]]) if pool is not None else None
-        chosen = select_rows(f.ids, f.elig, n_plain, n_hard, seed, split, pool, tools_of)
+        chosen = select_rows(f.ids, f.elig, n_plain, n_hard, seed, split, pool, tools_of, f.ranked())
         positions = np.concatenate(f.index) if f.index else np.zeros(0, np.int64)
         for j, (variant, reps) in chosen.items():
             plans[int(positions[j])] = (split, (variant, None if reps is None else [t.text for t in reps]))
@@ -1203,17 +1209,17 @@ def _plan_synthesis(facts: dict[str, "_Facts"], p: Any, seed: int, pool: ToolPoo
     return plans, summary
 
 
-def _synth_tasks(source_blocks: Iterator[tuple[int, pa.Table]], plans: Plans) -> Iterator[tuple]:
+def _synth_tasks(source_blocks: Iterator[tuple[np.ndarray, pa.Table]], plans: Plans) -> Iterator[tuple]:
     """Blocks of BLOCK_ROWS source rows to synthesize from, in input order, with their plans
-    (``source_blocks``: the input's blocks again, read or kept)."""
+    (``source_blocks``: (input positions, rows), ascending, holding every planned row)."""
     wanted = np.array(sorted(plans), dtype=np.int64)
     buf: list[pa.Table] = []
     meta: list[tuple[str, tuple[str, list[str] | None]]] = []
-    for start, table in source_blocks:
-        lo, hi = np.searchsorted(wanted, [start, start + table.num_rows])
+    for pos, table in source_blocks:
+        lo, hi = np.searchsorted(wanted, [pos[0], pos[-1] + 1]) if len(pos) else (0, 0)
         if hi > lo:
             sel = wanted[lo:hi]
-            buf.append(table.take(pa.array(sel - start)))
+            buf.append(table.take(pa.array(np.searchsorted(pos, sel))))
             meta.extend(plans[int(j)] for j in sel)
         while len(meta) >= BLOCK_ROWS:
             yield _synth_task(buf, meta, BLOCK_ROWS)
@@ -1228,14 +1234,18 @@ def _synth_task(buf: list[pa.Table], meta: list, n: int) -> tuple:
 
 
 class _Facts:
-    """Pass-1 analysis of one split, accumulated over blocks."""
+    """Pass-1 analysis of one split, accumulated over blocks, with the rows' selection ranks
+    (:func:`hammer_core.irrelevance.ranks`) for each synthesized variant the recipe asks for."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int, split: str, variants: Sequence[str]) -> None:
+        self.seed, self.split = seed, split
         self.index: list[np.ndarray] = []
         self.ids: list[str] = []
         self.elig: list[Eligibility] = []
         self.tools: list[list[int]] = []
         self.no_call = 0
+        self.ranks: dict[str, list[np.ndarray]] = {v: [] for v in variants}
+        self.eligible: Counter = Counter()  # rows eligible for each variant
 
     @property
     def n(self) -> int:
@@ -1248,6 +1258,75 @@ class _Facts:
         self.no_call += a.no_call
         if a.tools is not None:
             self.tools.extend(a.tools)
+        for variant, parts in self.ranks.items():
+            parts.append(ranks(self.seed, f"{variant}:{self.split}", a.ids))
+            self.eligible[variant] += sum(map(attrgetter(_ELIGIBLE[variant]), a.elig))
+
+    def ranked(self) -> dict[str, np.ndarray]:
+        return {v: np.concatenate(parts) if parts else np.zeros(0, np.uint64) for v, parts in self.ranks.items()}
+
+
+_ELIGIBLE = {VARIANT: "plain", HARD_NEGATIVE: "hard_negative"}  # Eligibility flag of each variant
+
+
+class _Sources:
+    """The source rows pass 2 will need, kept from pass 1 so that it does not read the input
+    again. An input whose decoded size is at most :data:`KEEP_INPUT_BYTES` is kept whole.
+    A larger one: each block's rows *likely* to be selected -- eligible and ranked below a
+    threshold set from the split's running counts with a margin (selection takes the
+    best-ranked eligible rows, and ranks are uniform hashes) -- while they fit in
+    :data:`KEEP_INPUT_BYTES`. If the final selection needs a row that was not kept (a corpus
+    whose later blocks differ, the memory bound), pass 2 reads the input again: only the
+    speed depends on this, never the output."""
+
+    MARGIN = {VARIANT: 1.15, HARD_NEGATIVE: 2.0}  # hard negatives: some candidates find no replacement
+
+    def __init__(self, path: Path, keep_all: bool, ratio: float, hard_ratio: float) -> None:
+        self.path, self.keep_all = path, keep_all
+        self.ratio, self.hard_ratio = ratio, hard_ratio
+        self.kept: list[tuple[np.ndarray, pa.Table]] = []  # (input positions, rows)
+        self.bytes = 0
+        self.complete = True  # False once the memory bound dropped what was kept
+
+    def add(self, start: int, table: pa.Table, analysis: dict[str, Analysis], facts: dict[str, _Facts]) -> None:
+        if self.keep_all:
+            self.kept.append((np.arange(start, start + table.num_rows, dtype=np.int64), table))
+            return
+        if not self.complete:
+            return
+        local: list[np.ndarray] = []
+        for split, a in analysis.items():
+            f = facts[split]
+            n_plain, n_hard = plan_counts(f.n, f.no_call, self.ratio, self.hard_ratio)
+            for variant, need in ((VARIANT, n_plain), (HARD_NEGATIVE, n_hard)):
+                if not need or variant not in f.ranks:
+                    continue
+                share = min(1.0, self.MARGIN[variant] * need / max(1, f.eligible[variant]) + 0.005)
+                below = np.flatnonzero(f.ranks[variant][-1] < np.uint64(min(share * 2.0 ** 64, 2.0 ** 64 - 4096)))
+                flag = _ELIGIBLE[variant]
+                hit = [j for j in below.tolist() if getattr(a.elig[j], flag)]
+                if hit:
+                    local.append(a.index[hit] - start)
+        if not local:
+            return
+        rows = np.unique(np.concatenate(local))
+        taken = table.take(pa.array(rows))
+        self.bytes += taken.nbytes
+        if self.bytes > KEEP_INPUT_BYTES:
+            self.complete, self.kept = False, []
+            return
+        self.kept.append((rows + start, taken))
+
+    def blocks(self, plans: "Plans") -> Iterator[tuple[np.ndarray, pa.Table]]:
+        """(input positions, rows) holding every planned source row, in input order."""
+        if self.complete and self.kept:
+            wanted = np.fromiter(plans, dtype=np.int64, count=len(plans))
+            if np.isin(wanted, np.concatenate([pos for pos, _ in self.kept])).all():
+                yield from self.kept
+                return
+        self.kept = []  # read again: free the memory first
+        for start, t in _blocks(self.path):
+            yield np.arange(start, start + t.num_rows, dtype=np.int64), t
 
 
 class _Totals:

@@ -102,19 +102,29 @@ def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
     hashes = []
     pool = pa.default_memory_pool().backend_name
-    # run 2: pass 2 re-reads the input instead of taking the blocks pass 1 kept in memory;
-    # run 3: Arrow's own default pool (the stage allocates from malloc unless the user chose one)
-    for run, (workers, keep, own_pool) in enumerate(((1, prep.KEEP_INPUT_BYTES, False), (2, prep.KEEP_INPUT_BYTES, False),
-                                                     (2, 0, False), (1, prep.KEEP_INPUT_BYTES, True))):
+    footer = pq.ParquetFile(corpus[0].path).metadata
+    decoded = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
+    reads = []
+    monkeypatch.setattr(prep, "_blocks", lambda *a, _read=prep._blocks, **k: reads.append(1) or _read(*a, **k))
+    # (workers, memory for pass 2, reads of the input, Arrow's own default pool)
+    runs = [(1, prep.KEEP_INPUT_BYTES, 1, False),  # the input kept whole for pass 2
+            (2, prep.KEEP_INPUT_BYTES, 1, False),
+            (1, decoded // 2, 1, False),  # too big to keep: pass 1 keeps the rows likely to be selected
+            (2, 0, 2, False),  # no memory at all: pass 2 reads the input again
+            (1, prep.KEEP_INPUT_BYTES, 1, True)]  # the stage allocates from malloc unless a pool was chosen
+    for run, (workers, keep, n_reads, own_pool) in enumerate(runs):
         monkeypatch.setattr(prep, "KEEP_INPUT_BYTES", keep)
         if own_pool:
             monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", pool)
+        reads.clear()
         res = prepare(config(tmp_path, workers=workers), corpus[0], tmp_path / f"run{run}")
+        assert len(reads) == n_reads
         assert pa.default_memory_pool().backend_name == pool  # the stage put the default back
         hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)])
         assert pq.ParquetFile(res.train.path).metadata.row_group(0).num_rows == 100
-        assert res.summary["irrelevance"]["train"]["made"]["irrelevance"] > 0  # pass 2 had rows to make
-    assert hashes[0] == hashes[1] == hashes[2] == hashes[3]
+        made = res.summary["irrelevance"]["train"]["made"]
+        assert made["irrelevance"] > 0 and made["hard_negative"] > 0  # pass 2 had rows to make
+    assert all(h == hashes[0] for h in hashes)
     cfg = config(tmp_path)
     reseeded = config_from_dict({**cfg.model_dump(), "seed": 4})
     res = prepare(reseeded, corpus[0], tmp_path / "reseeded")
