@@ -223,18 +223,27 @@ static void tool_clear(Tool *t) {
 typedef struct { uint64_t h; char *key; Py_ssize_t n; int32_t val; } Slot;
 typedef struct { Slot *slots; Py_ssize_t cap, used; } Table;
 
+/* Four independent multiply chains over 32-byte strides (the keys are tool texts of ~0.5 KB and
+ * prompt fragments: one chain was latency-bound), folded and finished with mix64. Only the
+ * tables' layout depends on it, never an output. */
+#define HB_STEP(h, w) do { (h) = ((h) ^ (w)) * 0x100000001b3ULL; (h) ^= (h) >> 29; } while (0)
 static uint64_t hash_bytes(const char *s, Py_ssize_t n) {
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)n;
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)n, b = 0x9e3779b97f4a7c15ULL, c = 0xbf58476d1ce4e5b9ULL,
+             d = 0x94d049bb133111ebULL, w[4];
     Py_ssize_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        memcpy(w, s + i, 32);
+        HB_STEP(h, w[0]); HB_STEP(b, w[1]); HB_STEP(c, w[2]); HB_STEP(d, w[3]);
+    }
     for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * 0x100000001b3ULL;
-        h ^= h >> 29;
+        memcpy(w, s + i, 8);
+        HB_STEP(h, w[0]);
     }
     for (; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001b3ULL;
+    h ^= (b << 17 | b >> 47) ^ (c << 31 | c >> 33) ^ (d << 47 | d >> 17);
     return mix64(h, 0);
 }
+#undef HB_STEP
 
 static int table_grow(Table *t) {
     Py_ssize_t cap = t->cap ? 2 * t->cap : 1024;
