@@ -900,13 +900,14 @@ class _DaskRunner:
 class _GroupedWriter:
     """An :class:`ArtifactWriter` fed on a background thread in row groups of exactly
     :data:`ROW_GROUP_ROWS` rows (the last one shorter), whatever the sizes of the tables added.
-    ``combine``: copy each group into contiguous arrays first -- the Parquet writer cuts pages at
-    array boundaries for some column types, so the bytes would depend on how blocks were cut;
-    token tables write the same bytes either way (tested), so they skip the copy."""
+    A group goes to the Parquet writer as the chunks it was added in, not copied into one
+    array: the writer cuts pages of long strings and lists at chunk boundaries, so the bytes
+    depend on the sizes of the tables added -- fixed by the data: the stage adds one table per
+    block and split, of single-chunk columns (``_Columns.column``), whatever the workers, the
+    path (kernel or Python) or the input's row groups (tested)."""
 
-    def __init__(self, writer: ArtifactWriter, combine: bool = True) -> None:
+    def __init__(self, writer: ArtifactWriter) -> None:
         self.writer = writer
-        self.combine = combine
         self.pending: list[pa.Table] = []
         self.n = 0
         self.thread = ThreadPoolExecutor(max_workers=1)
@@ -925,12 +926,9 @@ class _GroupedWriter:
         whole = pa.concat_tables(self.pending)  # zero-copy: the copying is on the writer thread
         group, rest = whole.slice(0, rows), whole.slice(rows)
         self.pending, self.n = ([rest] if rest.num_rows else []), rest.num_rows
-        self.futures.append(self.thread.submit(self._write, group))
+        self.futures.append(self.thread.submit(self.writer.write_table, group))
         while len(self.futures) > 2:  # bounded memory: wait for older writes
             self.futures.popleft().result()
-
-    def _write(self, group: pa.Table) -> None:
-        self.writer.write_table(group.combine_chunks() if self.combine else group)
 
     def seal_async(self) -> None:
         """Queue the last row group, the footer and the hash (:meth:`ArtifactWriter.seal`) on
@@ -966,8 +964,7 @@ def _output_writer(path: Path, schema: pa.Schema, kind: str, parents: list[Artif
                    extra: dict[str, Any] | None = None) -> _GroupedWriter:
     """The grouped, threaded writer of one of the stage's outputs, with its kind's settings."""
     return _GroupedWriter(ArtifactWriter(path, schema, kind=kind, parents=parents, extra=extra,
-                                         dictionary=_DICTIONARY[kind], statistics=_STATISTICS[kind]),
-                          combine=kind != "tokens")
+                                         dictionary=_DICTIONARY[kind], statistics=_STATISTICS[kind]))
 
 
 def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:

@@ -260,24 +260,25 @@ def test_artifact_writer_dictionary_encodes_and_keeps_statistics_only_where_aske
     assert pq.read_table(tmp_path / "x.parquet").to_pylist() == rows
 
 
-def test_token_tables_write_the_same_bytes_however_their_arrays_are_chunked(tmp_path):
-    """prepare hands the token tables to the Parquet writer without combining their chunks (a
-    copy saved); that is only right while the bytes do not depend on the chunking -- a pyarrow
-    upgrade that changes this fails here (then set combine=True for them in prepare)."""
+def test_same_bytes_whatever_the_row_groups_of_the_input(corpus, tmp_path, monkeypatch):
+    """The writers hand each row group to Parquet as the chunks it was added in (no copy), and
+    Parquet cuts pages at chunk boundaries: the outputs' bytes must still depend only on the
+    rows, not on how the input file was cut into row groups (one, or one every 50 or 7 rows:
+    blocks then span several of them)."""
     import pyarrow as pa
 
     from hammer_core.artifacts import ArtifactWriter
 
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(50, 1500, 3000)
-    table = pa.table({"id": [f"r{i}~m0" for i in range(3000)], "task": ["a", "b", "c"] * 1000,
-                      "input_ids": [rng.integers(0, 150_000, n).astype(np.int32) for n in lengths],
-                      "n_prompt": (lengths // 2).astype(np.int32)}, schema=TOKENS_SCHEMA)
-    hashes = set()
-    for k, cuts in enumerate(([], [1], [7, 1000, 1001, 2999], list(range(100, 3000, 100)))):
-        pieces = [table.slice(a, b - a) for a, b in zip([0, *cuts], [*cuts, 3000])]
-        with ArtifactWriter(tmp_path / f"t{k}.parquet", TOKENS_SCHEMA, kind="tokens",
-                            dictionary=prep._DICTIONARY["tokens"], statistics=prep._STATISTICS["tokens"]) as w:
-            w.write_table(pa.concat_tables(pieces))
-            hashes.add(w.finish().content_hash)
-    assert len(hashes) == 1
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
+    table = pq.read_table(corpus[0].path)
+    hashes = []
+    for k, group in enumerate((ROWS, 50, 7)):
+        with ArtifactWriter(tmp_path / f"in{k}" / "examples.parquet", EXAMPLE_SCHEMA, kind="examples") as w:
+            for a in range(0, ROWS, group):
+                w.write_table(table.slice(a, group))
+            examples = w.finish()
+        assert pq.ParquetFile(examples.path).metadata.num_row_groups == -(-ROWS // group)
+        res = prepare(config(tmp_path, workers=1), examples, tmp_path / f"out{k}")
+        hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens)])
+    assert hashes[0] == hashes[1] == hashes[2]
