@@ -2235,8 +2235,8 @@ static PyObject *py_keys(PyObject *mod, PyObject *args) {
     if (!keys) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t len;
-        const char *s = PyUnicode_Check(items[i]) ? PyUnicode_AsUTF8AndSize(items[i], &len) : NULL;
-        if (!s) {
+        const char *s = PyUnicode_CheckExact(items[i]) ? PyUnicode_AsUTF8AndSize(items[i], &len) : NULL;
+        if (!s) {  /* not exactly str (a subclass may str() differently): the caller goes to Python */
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "ids must be str");
             goto fail;
         }

@@ -125,13 +125,13 @@ def unit_float(word: int) -> float:
 def row_keys(seed: int, row_ids: Sequence[str], purpose: str = "mask") -> np.ndarray:
     """One 64-bit key per row id: BLAKE2b of ``(seed, purpose, id)`` -- :func:`stable_key` of
     each, computed by the compiled extension when it is there (the same keys)."""
+    ids = row_ids if isinstance(row_ids, list) else list(row_ids)
     if _fastprep is not None and not compiled_switched_off():
-        ids = row_ids if isinstance(row_ids, list) else list(row_ids)
-        if all(type(r) is str for r in ids):
-            prefix = f"{seed}\x1f{purpose}\x1f".encode()
-            return np.frombuffer(_fastprep.keys(prefix, ids), dtype=np.uint64).copy()
-    return np.fromiter((stable_key(seed, purpose, rid) for rid in row_ids), dtype=np.uint64,
-                       count=len(row_ids))
+        try:  # exact str ids only (a TypeError otherwise), UTF-8 encodable
+            return np.frombuffer(_fastprep.keys(f"{seed}\x1f{purpose}\x1f".encode(), ids), dtype=np.uint64).copy()
+        except (TypeError, UnicodeEncodeError):
+            pass  # stable_key's str() and UTF-8 decide (or raise)
+    return np.fromiter((stable_key(seed, purpose, rid) for rid in ids), dtype=np.uint64, count=len(ids))
 
 
 def copy_keys(keys: np.ndarray, copy: int) -> np.ndarray:

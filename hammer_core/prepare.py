@@ -253,7 +253,9 @@ class Engine:
         result = BlockResult({})
         for split, members in (("train", np.flatnonzero(~evals)), ("eval", np.flatnonzero(evals))):
             idx = members.tolist()
-            elig = [eligibility(*py[i]) if i in py else _eligibility_of(k.codes[i]) for i in idx]
+            elig = k.eligibility(members)
+            for j in np.flatnonzero(k.status[members]).tolist():  # rows parsed in Python
+                elig[j] = eligibility(*py[idx[j]])
             tools = None
             if r.hard_negatives:
                 tools = []
@@ -623,7 +625,7 @@ class _KernelParse:
     parses it), an eligibility code, the row's registered tool ids and whether it is "no call"."""
 
     status: np.ndarray
-    codes: list[int]
+    codes_array: np.ndarray
     bounds: np.ndarray
     tool_ids: np.ndarray
     no_call: np.ndarray
@@ -633,8 +635,19 @@ class _KernelParse:
         status, codes, n_tools, tool_ids, no_call = parsed_c.info()
         bounds = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.frombuffer(n_tools, dtype=np.int32), out=bounds[1:])
-        return cls(np.frombuffer(status, dtype=np.uint8), np.frombuffer(codes, dtype=np.int64).tolist(), bounds,
+        return cls(np.frombuffer(status, dtype=np.uint8), np.frombuffer(codes, dtype=np.int64), bounds,
                    np.frombuffer(tool_ids, dtype=np.int32), np.frombuffer(no_call, dtype=np.uint8))
+
+    @cached_property
+    def codes(self) -> list[int]:
+        return self.codes_array.tolist()
+
+    def eligibility(self, rows: np.ndarray) -> list[Eligibility]:
+        """The :class:`Eligibility` of each of ``rows`` from its code (rows parsed by the kernel;
+        the others' entries are to be replaced)."""
+        distinct, which = np.unique(self.codes_array[rows], return_inverse=True)
+        table = [_eligibility_of(c) for c in distinct.tolist()]
+        return [table[j] for j in which.tolist()]
 
     @cached_property
     def _lists(self) -> tuple[list[int], list[int]]:  # (tool ids, bounds): Python ints, made once

@@ -129,6 +129,16 @@ def test_mix64_names_and_hashes_are_bit_exact():
         for purpose in ("mask", "irrelevance:train", "hard_negative:eval"):
             assert row_keys(seed, ids, purpose).tolist() == [stable_key(seed, purpose, i) for i in ids]
 
+    class Tagged(str):  # a str subclass that str()s differently: stable_key's rule, not the bytes
+        def __str__(self) -> str:
+            return "tagged:" + super().__str__()
+
+    odd = [7, Tagged("a"), "b"]
+    expected = [stable_key(5, "mask", i) for i in odd]
+    assert expected[1] != stable_key(5, "mask", "a")
+    assert row_keys(5, odd).tolist() == expected
+    assert row_keys(5, iter(odd)).tolist() == expected  # any iterable, read once
+
 
 def test_the_kernel_tokenizes_its_ascii_misses_itself(corpus, tmp_path, monkeypatch):
     """With the compiled BPE, the kernel tokenizes new ASCII chunks (masked names, queries) in
