@@ -265,8 +265,6 @@ def test_same_bytes_whatever_the_row_groups_of_the_input(corpus, tmp_path, monke
     Parquet cuts pages at chunk boundaries: the outputs' bytes must still depend only on the
     rows, not on how the input file was cut into row groups (one, or one every 50 or 7 rows:
     blocks then span several of them)."""
-    import pyarrow as pa
-
     from hammer_core.artifacts import ArtifactWriter
 
     monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
