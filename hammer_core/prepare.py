@@ -22,12 +22,14 @@ cluster, each building its own engine); the engine splits the block, masks, rend
 and tokenizes every copy of every original row, and returns the output rows with a small
 analysis (irrelevance eligibility, the rows' tools). The main process then picks the rows to
 synthesize from (:func:`hammer_core.irrelevance.select_rows`, one global choice per split) and
-pass 2 re-reads the input (or, when its decoded size is at most :data:`KEEP_INPUT_BYTES`, takes
-the blocks pass 1 kept) and hands those rows, with their plan, to the engines. Input blocks are
-read ahead on a thread. Outputs are written as they come back, in order, by background writer
-threads, in row groups of exactly :data:`ROW_GROUP_ROWS` rows; beyond that bounded input,
-memory does not grow with the corpus past the pass-1 analysis (a few dozen bytes a row, plus the
-tool pool when hard negatives are on).
+pass 2 hands those rows, with their plan, to the engines. Pass 2 takes its rows from what pass 1
+kept (:class:`_Sources`): the whole input when its decoded size is at most
+:data:`KEEP_INPUT_BYTES`, else the rows likely to be selected (eligible and ranked below a
+threshold with a margin) within that bound; only when the selection needs a row that was not
+kept does it read the input again. Input blocks are read ahead on a thread. Outputs are written
+as they come back, in order, by background writer threads, in row groups of exactly
+:data:`ROW_GROUP_ROWS` rows; beyond that bounded input, memory does not grow with the corpus
+past the pass-1 analysis (a few dozen bytes a row, plus the tool pool when hard negatives are on).
 
 Where the time goes: a row's tools are cut at ``},{"name":`` and looked up among compiled
 tools (:class:`hammer_core.masking.ToolCache`); masked tools, prompts and answers are filled
