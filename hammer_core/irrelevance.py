@@ -142,7 +142,7 @@ def rank_order(rank: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """Indices of the eligible rows, best-ranked first (ties, which need a hash collision,
     broken by position)."""
     idx = np.flatnonzero(eligible)
-    return idx[np.lexsort((idx, rank[idx]))]
+    return idx[np.argsort(rank[idx], kind="stable")]  # stable: equal ranks keep their (position) order
 
 
 # --------------------------------------------------------------------------- hard negatives

@@ -1216,8 +1216,7 @@ def _plan_synthesis(facts: dict[str, "_Facts"], p: Any, seed: int, pool: ToolPoo
         made = Counter(v for v, _ in chosen.values())
         summary[split] = {"asked": {"irrelevance": n_plain, "hard_negative": n_hard},
                           "made": {"irrelevance": made["irrelevance"], "hard_negative": made["hard_negative"]},
-                          "eligible": {"irrelevance": sum(e.plain for e in f.elig),
-                                       "hard_negative": sum(e.hard_negative for e in f.elig)}}
+                          "eligible": {"irrelevance": f.eligible[VARIANT], "hard_negative": f.eligible[HARD_NEGATIVE]}}
     return plans, summary
 
 
@@ -1257,7 +1256,7 @@ class _Facts:
         self.tools: list[list[int]] = []
         self.no_call = 0
         self.ranks: dict[str, list[np.ndarray]] = {v: [] for v in variants}
-        self.eligible: Counter = Counter()  # rows eligible for each variant
+        self.eligible: Counter = Counter()  # rows eligible for each variant (all variants)
 
     @property
     def n(self) -> int:
@@ -1270,9 +1269,10 @@ class _Facts:
         self.no_call += a.no_call
         if a.tools is not None:
             self.tools.extend(a.tools)
+        for variant, flag in _ELIGIBLE.items():
+            self.eligible[variant] += sum(map(attrgetter(flag), a.elig))
         for variant, parts in self.ranks.items():
             parts.append(ranks(self.seed, f"{variant}:{self.split}", a.ids))
-            self.eligible[variant] += sum(map(attrgetter(_ELIGIBLE[variant]), a.elig))
 
     def ranked(self) -> dict[str, np.ndarray]:
         return {v: np.concatenate(parts) if parts else np.zeros(0, np.uint64) for v, parts in self.ranks.items()}

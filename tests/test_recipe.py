@@ -8,12 +8,13 @@ import re
 import string
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hammer_core.irrelevance import (HARD_NEGATIVE, MAX_SIMILARITY, MIN_SIMILARITY, ToolPool, count_for_ratio,
-                                     eligibility, plan_counts, strip_gold_tools, synthesize_irrelevance)
+                                     eligibility, plan_counts, rank_order, strip_gold_tools, synthesize_irrelevance)
 from hammer_core.masking import (ALNUM, ALPHABET, FN_LENGTHS, PARAM_LENGTHS, Masker, NameGenerator, ToolCache,
                                  apply_view, mask_row, mask_row_view, mask_rows, parse_json, replace_word)
 from hammer_core.prompts import (FORMAT_INSTRUCTION, TASK_INSTRUCTION, prompt_fragments, render_prompt,
@@ -98,6 +99,12 @@ def test_irrelevance_selection_is_seeded_and_order_free():
     c = synthesize_irrelevance(rows, 0.1, seed=4)
     assert sorted(r["id"] for r in a) == sorted(r["id"] for r in b)
     assert {r["id"] for r in a} != {r["id"] for r in c}
+
+
+def test_rank_order_takes_eligible_rows_best_ranked_first_ties_by_position():
+    rank = np.array([5, 3, 5, 1, 3, 0], dtype=np.uint64)
+    eligible = np.array([1, 1, 1, 0, 1, 0], dtype=bool)
+    assert rank_order(rank, eligible).tolist() == [1, 4, 0, 2]
 
 
 AIR = tool("get_air_quality", {"city": {"type": "string", "description": "City name."}},
@@ -475,7 +482,6 @@ def test_fragment_tokenizer_is_exact_for_a_qwen2_style_pretokenizer_or_falls_bac
         got = frag.encode([frag.wrap_prompt(prompt_fragments(v, r["messages"])) for v, r in zip(views, rows)],
                           [target_fragments(v) for v in views])
         ref, _ = tokenize_rows([apply_view(r, v) for r, v in zip(rows, views)], tokenizer, 100_000)
-        import numpy as np
         assert [np.frombuffer(p + t, dtype="<i4").tolist() for p, t in got] == [x["input_ids"] for x in ref]
 
 
