@@ -61,9 +61,8 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-import orjson
 
-from hammer_core.schema import dumps
+from hammer_core.schema import dumps, parse_json
 
 try:  # the compiled helpers (optional; see hammer_core.fastprep)
     from hammer_core import _fastprep
@@ -408,14 +407,6 @@ class ToolCache:
 def _not_object(t: Any) -> CompiledTool:
     raise ValueError(f"a tool is a {type(t).__name__}, not an object")
 
-
-def parse_json(text: str) -> Any:
-    """``json.loads`` semantics, fast: orjson, falling back to ``json`` for what orjson refuses
-    (``NaN``, integers beyond 64 bits). Both give equal values for the rest."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 # --------------------------------------------------------------------------- JSON writing

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hammer_core.formats import MAPPINGS, RowError
+from hammer_core.schema import parse_json
 
 #: What :func:`validate_parts` remembers of one tool: its properties and required names.
 Declared = dict[str, tuple[Mapping[str, Any], tuple[str, ...]]]
@@ -103,7 +104,7 @@ def _parse_json_list(text: Any, field: str, *, not_list_reason: str) -> list[Any
     if not isinstance(text, str):
         raise RowError("bad_json", f"{field} must be a JSON string, got {type(text).__name__}")
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except json.JSONDecodeError as e:
         raise RowError("bad_json", f"{field} is not valid JSON: {e}") from None
     if not isinstance(value, list):

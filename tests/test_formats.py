@@ -25,7 +25,7 @@ from hammer_core.config import SourceConfig
 from hammer_core.formats import FORMATS, REASONS, RowError, detect_format
 from hammer_core.formats.glaive import parse_functioncall, split_system
 from hammer_core.ingest import DEFAULT_MAX_ROW_BYTES, SourceError, SourceSpec, ingest, read_records
-from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps
+from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps, parse_json
 from hammer_core.synth import synth_rows, write_synth
 from hammer_core.validation import fits_type, validate_example
 
@@ -511,6 +511,31 @@ def test_parquet_rows_over_the_size_limit(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist([{"conversations": [{"from": "human", "value": "z" * 200}]}]),
                    nested)
     assert next(read_records(nested, max_row_bytes=100))[1].reason == "row_too_large"
+
+
+
+@pytest.mark.parametrize("text", [
+    '{"a":1,"a":2}', "[1e400]", "[-0.0]", "[1.0000000000000002]", "[NaN]", '["\\ud800"]', " [1] ",
+    "[18446744073709551615]", "[18446744073709551616]", "[-9223372036854775809]",
+    '{"max":123456789012345678901234567890}', "[1,]", '{"a":}', ""])
+def test_parse_json_is_json_loads(text: str) -> None:
+    """orjson with json's semantics: the same values (big integers stay integers, not floats),
+    the same error for invalid JSON."""
+    try:
+        expected = ("ok", repr(json.loads(text)))
+    except json.JSONDecodeError as err:
+        expected = ("error", str(err))
+    try:
+        got = ("ok", repr(parse_json(text)))
+    except json.JSONDecodeError as err:
+        got = ("error", str(err))
+    assert got == expected
+
+
+def test_an_integer_beyond_64_bits_is_still_an_integer_for_the_validator() -> None:
+    tool = {"name": "f", "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}}}
+    validate_example({"messages": [{"role": "user", "content": "q"}], "tools": dumps([tool]),
+                      "calls": '[{"name":"f","arguments":{"n":123456789012345678901234567890}}]'})
 
 
 # --------------------------------------------------------------------------- artifact writer
