@@ -1153,10 +1153,9 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
             consume(result)
             for split, a in result.analysis.items():
                 facts[split].add(a)
+            start, table = in_flight.popleft()  # this result's block
             if variants:
-                sources.add(*in_flight.popleft(), result.analysis, facts)
-            else:
-                in_flight.popleft()
+                sources.add(start, table, result.analysis, facts)
             if pool is not None:
                 for text in result.new_tools.values():
                     pool.add(cache.get(text))  # type: ignore[arg-type]
