@@ -189,6 +189,7 @@ class ArtifactWriter:
         if self._aborted:
             raise RuntimeError(f"ArtifactWriter for {self.path} was aborted")
         if self._hash is None:
+            assert self._writer is not None, "a writer neither sealed nor aborted is open"
             self._writer.close()
             self._writer = None
             try:

@@ -408,7 +408,6 @@ def _not_object(t: Any) -> CompiledTool:
     raise ValueError(f"a tool is a {type(t).__name__}, not an object")
 
 
-
 # --------------------------------------------------------------------------- JSON writing
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
