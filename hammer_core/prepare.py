@@ -1310,7 +1310,7 @@ class _Sources:
             f = facts[split]
             n_plain, n_hard = plan_counts(f.n, f.no_call, self.ratio, self.hard_ratio)
             for variant, need in ((VARIANT, n_plain), (HARD_NEGATIVE, n_hard)):
-                if not need or variant not in f.ranks:
+                if not need:  # (a variant with rows to make has its ranks: its share is > 0)
                     continue
                 share = min(1.0, self.MARGIN[variant] * need / max(1, f.eligible[variant]) + 0.005)
                 below = np.flatnonzero(f.ranks[variant][-1] < np.uint64(min(share * 2.0 ** 64, 2.0 ** 64 - 4096)))
