@@ -2181,43 +2181,83 @@ static uint64_t sha256_64(const uint8_t *data, Py_ssize_t n) {
 
 /* hash_ids(ids col, blake prefix bytes, sha prefix bytes, fraction)
  *   -> (blake2b-64 of prefix + id (uint64 bytes), sha256 of prefix + id < fraction (uint8 bytes)) */
+/* hash_ids(ids, mask_prefix, split_prefix, fraction, ranks=()) -> (keys, evals, rank_keys): for each id,
+ * BLAKE2b-64 of mask_prefix + id (the row key), SHA-256 of split_prefix + id against `fraction` (in eval),
+ * and for each (train_prefix, eval_prefix) of `ranks` BLAKE2b-64 of the prefix of the row's split + id
+ * (row-major: len(ranks) keys a row). The hashing runs without the GIL (a reader thread can do it). */
+#define MAX_RANKS 4
 static PyObject *py_hash_ids(PyObject *mod, PyObject *args) {
-    PyObject *spec;
+    PyObject *spec, *ranks_o = NULL;
     Py_buffer bp, sp;
+    Py_buffer rp[MAX_RANKS][2];
     double fraction;
-    if (!PyArg_ParseTuple(args, "Oy*y*d", &spec, &bp, &sp, &fraction)) return NULL;
+    if (!PyArg_ParseTuple(args, "Oy*y*d|O", &spec, &bp, &sp, &fraction, &ranks_o)) return NULL;
     Col c;
-    PyObject *keys = NULL, *evals = NULL;
-    Buf tmp = {0};
-    if (col_init(&c, spec) < 0) { PyBuffer_Release(&bp); PyBuffer_Release(&sp); return NULL; }
+    PyObject *keys = NULL, *evals = NULL, *rkeys = NULL, *result = NULL;
+    char *tmp = NULL;
+    Py_ssize_t nr = 0, held = 0;
+    memset(rp, 0, sizeof rp);
+    int have_col = col_init(&c, spec) == 0;
+    if (!have_col) goto done;
+    if (ranks_o) {
+        PyObject *fast = PySequence_Fast(ranks_o, "ranks: a sequence of (train prefix, eval prefix)");
+        if (!fast) goto done;
+        nr = PySequence_Fast_GET_SIZE(fast);
+        if (nr > MAX_RANKS) { Py_DECREF(fast); PyErr_SetString(PyExc_ValueError, "ranks: at most 4"); goto done; }
+        for (; held < nr; held++)
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, held), "y*y*", &rp[held][0], &rp[held][1])) break;
+        Py_DECREF(fast);
+        if (held < nr) goto done;
+    }
+    /* one buffer for the longest prefix + the longest id: no allocation without the GIL */
+    Py_ssize_t longest = 0, pre = bp.len > sp.len ? bp.len : sp.len;
+    for (Py_ssize_t i = 0; i < c.n; i++) {
+        Py_ssize_t n;
+        col_get(&c, i, &n);
+        if (n > longest) longest = n;
+    }
+    for (Py_ssize_t r = 0; r < nr; r++)
+        for (int e = 0; e < 2; e++) if (rp[r][e].len > pre) pre = rp[r][e].len;
     keys = PyBytes_FromStringAndSize(NULL, c.n * 8);
     evals = PyBytes_FromStringAndSize(NULL, c.n);
-    if (!keys || !evals) goto fail;
+    rkeys = PyBytes_FromStringAndSize(NULL, c.n * nr * 8);
+    tmp = malloc((size_t)(pre + longest + 1));
+    if (!keys || !evals || !rkeys || !tmp) { if (!PyErr_Occurred()) PyErr_NoMemory(); goto done; }
+    char *kp = PyBytes_AS_STRING(keys), *ep = PyBytes_AS_STRING(evals), *rk = PyBytes_AS_STRING(rkeys);
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < c.n; i++) {
         Py_ssize_t n;
         const char *s = col_get(&c, i, &n);
-        tmp.len = 0;
-        if (buf_add(&tmp, bp.buf, bp.len) < 0 || buf_add(&tmp, s, n) < 0) goto fail;
-        uint64_t k = blake2b_64((const uint8_t *)tmp.p, tmp.len);
-        memcpy(PyBytes_AS_STRING(keys) + 8 * i, &k, 8);
-        tmp.len = 0;
-        if (buf_add(&tmp, sp.buf, sp.len) < 0 || buf_add(&tmp, s, n) < 0) goto fail;
-        uint64_t h = sha256_64((const uint8_t *)tmp.p, tmp.len);
-        PyBytes_AS_STRING(evals)[i] = (char)((double)h / 18446744073709551616.0 < fraction);
+        if (!n) s = "";  /* an empty id: there may be no data buffer */
+        memcpy(tmp, bp.buf, (size_t)bp.len);
+        memcpy(tmp + bp.len, s, (size_t)n);
+        uint64_t k = blake2b_64((const uint8_t *)tmp, bp.len + n);
+        memcpy(kp + 8 * i, &k, 8);
+        memcpy(tmp, sp.buf, (size_t)sp.len);
+        memcpy(tmp + sp.len, s, (size_t)n);
+        uint64_t h = sha256_64((const uint8_t *)tmp, sp.len + n);
+        int in_eval = (double)h / 18446744073709551616.0 < fraction;
+        ep[i] = (char)in_eval;
+        for (Py_ssize_t r = 0; r < nr; r++) {
+            const Py_buffer *pb = &rp[r][in_eval];
+            memcpy(tmp, pb->buf, (size_t)pb->len);
+            memcpy(tmp + pb->len, s, (size_t)n);
+            uint64_t rkey = blake2b_64((const uint8_t *)tmp, pb->len + n);
+            memcpy(rk + 8 * (i * nr + r), &rkey, 8);
+        }
     }
-    buf_free(&tmp);
-    col_release(&c);
-    PyBuffer_Release(&bp);
-    PyBuffer_Release(&sp);
-    return Py_BuildValue("(NN)", keys, evals);
-fail:
-    buf_free(&tmp);
-    col_release(&c);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(OOO)", keys, evals, rkeys);
+done:
+    free(tmp);
+    if (have_col) col_release(&c);
+    for (Py_ssize_t r = 0; r < held; r++) { PyBuffer_Release(&rp[r][0]); PyBuffer_Release(&rp[r][1]); }
     PyBuffer_Release(&bp);
     PyBuffer_Release(&sp);
     Py_XDECREF(keys);
     Py_XDECREF(evals);
-    return NULL;
+    Py_XDECREF(rkeys);
+    return result;
 }
 
 /* keys(prefix, ids) -> BLAKE2b-64 (little-endian) of prefix + utf8(id) for each str of the list:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import warnings
 from json.encoder import encode_basestring
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -161,16 +162,21 @@ class FastKernel:
         return parsed
 
     @staticmethod
-    def hash_ids(columns: Any, seed: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """(:func:`hammer_core.masking.row_keys` of the block's ids, :func:`hammer_core.prepare.is_eval`
-        of each) computed in C (the same BLAKE2b / SHA-256); None when the ids cannot be read."""
-        ids = columns.column("id")
+    def hash_ids(ids: pa.Array, seed: int, eval_fraction: float, rank_purposes: Sequence[tuple[str, str]] = ()
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(:func:`hammer_core.masking.row_keys` of the ids, :func:`hammer_core.prepare.is_eval` of
+        each, and for each (train purpose, eval purpose) of ``rank_purposes`` the row's
+        ``row_keys(seed, [id], purpose)`` under the purpose of its split: shape (rows, purposes))
+        computed in C (the same BLAKE2b / SHA-256), without holding the GIL; None when the ids
+        cannot be read."""
         spec = _strcol(ids)
         if spec is None or ids.null_count:
             return None
-        keys, evals = _fastprep.hash_ids(spec, f"{seed}\x1fmask\x1f".encode(), f"{seed}:split:".encode(),
-                                         float(eval_fraction))
-        return np.frombuffer(keys, dtype=np.uint64), np.frombuffer(evals, dtype=np.uint8).astype(bool)
+        prefixes = [(f"{seed}\x1f{t}\x1f".encode(), f"{seed}\x1f{e}\x1f".encode()) for t, e in rank_purposes]
+        keys, evals, ranks = _fastprep.hash_ids(spec, f"{seed}\x1fmask\x1f".encode(), f"{seed}:split:".encode(),
+                                                float(eval_fraction), prefixes)
+        return (np.frombuffer(keys, dtype=np.uint64), np.frombuffer(evals, dtype=np.uint8).astype(bool),
+                np.frombuffer(ranks, dtype=np.uint64).reshape(len(ids), len(prefixes)))
 
     @staticmethod
     def id_columns(columns: Any) -> tuple | None:

@@ -70,7 +70,7 @@ import queue
 import sys
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -146,14 +146,33 @@ class Recipe:
     fast_tokenization: bool
     hard_negatives: bool
     tokenize: bool = True  # False: render the prompts but stop before tokens (benchmarks, dry runs)
+    variants: tuple[str, ...] = ()  # the synthesized variants asked for (share > 0)
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig, tokenize: bool = True) -> "Recipe":
         p = cfg.prepare
+        variants = tuple(v for v, share in ((VARIANT, p.irrelevance_ratio), (HARD_NEGATIVE, p.hard_negative_ratio))
+                         if share > 0)
         return cls(seed=cfg.prepare_seed(), eval_fraction=p.eval_fraction, mask_prob=p.mask_prob, copies=p.copies,
                    name_pool_size=p.name_pool_size, max_length=p.max_length, length_policy=p.length_policy,
                    prompt_format=p.prompt_format, fast_tokenization=p.fast_tokenization,
-                   hard_negatives=p.hard_negative_ratio > 0, tokenize=tokenize)
+                   hard_negatives=p.hard_negative_ratio > 0, tokenize=tokenize, variants=variants)
+
+    @property
+    def compiled(self) -> bool:
+        """Does the compiled kernel run this recipe (else the pure-Python path)?"""
+        return self.prompt_format == "hammer" and fastprep.enabled()
+
+    def hashes(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A block's id hashes for the kernel path (:meth:`FastKernel.hash_ids`: row keys, eval
+        flags, selection ranks of each variant), made without the GIL -- on the reader thread,
+        beside the work on the previous block. None: the Python path computes its own."""
+        if not self.compiled:
+            return None
+        col = table.column("id")
+        ids = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+        return fastprep.FastKernel.hash_ids(ids, self.seed, self.eval_fraction,
+                                            [(f"{v}:{SPLITS[0]}", f"{v}:{SPLITS[1]}") for v in self.variants])
 
 
 @dataclass
@@ -178,6 +197,7 @@ class Analysis:
     elig: list[Eligibility]
     no_call: int
     tools: list[list[int]] | None = None  # the rows' tool digests (hard negatives only)
+    ranks: dict[str, np.ndarray] | None = None  # the rows' selection ranks of each variant, when made in C
 
 
 @dataclass
@@ -202,7 +222,7 @@ class Engine:
             self.frag = FragmentTokenizer(tokenizer, fast=recipe.fast_tokenization)
         self.reported: set[int] = set()
         self.fast: fastprep.FastKernel | None = None  # the compiled hot path (None: Python only)
-        if recipe.prompt_format == "hammer" and fastprep.enabled():
+        if recipe.compiled:
             wrap = None if self.frag is None else (self.frag.head, self.frag.tail, self.frag.suffix)
             self.fast = fastprep.FastKernel(self.masker, wrap, self.cache)
             if self.frag is not None and self.frag.fast and sys.byteorder == "little":
@@ -218,16 +238,18 @@ class Engine:
         return "chat_template" if self.frag is None else "fragments" if self.frag.fast else "whole"
 
     # -- pass 1 -----------------------------------------------------------------------------
-    def originals(self, table: pa.Table, start: int) -> BlockResult:
-        """Outputs and analysis of a block of source rows (input positions from ``start``)."""
+    def originals(self, table: pa.Table, start: int, hashed: tuple | None = None) -> BlockResult:
+        """Outputs and analysis of a block of source rows (input positions from ``start``);
+        ``hashed``: :meth:`Recipe.hashes` of the block, when made already."""
         rows = _Columns(table, sparse=self.fast is not None)
         r = self.recipe
         if self.fast is not None:
-            hashed = self.fast.hash_ids(rows, r.seed, r.eval_fraction)
+            if hashed is None:
+                hashed = r.hashes(table)
             parsed_c = self.fast.parse(rows) if hashed is not None else None
             if parsed_c is not None:
                 rows.keys = hashed[0]  # type: ignore[index]
-                return self._fast_originals(rows, start, hashed[1], parsed_c)  # type: ignore[index]
+                return self._fast_originals(rows, start, hashed[1], hashed[2], parsed_c)  # type: ignore[index]
         evals = np.array([is_eval(i, r.seed, r.eval_fraction) for i in rows.ids], dtype=bool)
         parsed = [self._parse(rows, i) for i in range(len(rows.ids))]
         result = BlockResult({})
@@ -247,8 +269,10 @@ class Engine:
             result.outputs[split] = self._emit(rows, idx, parsed, split)
         return result
 
-    def _fast_originals(self, rows: "_Columns", start: int, evals: np.ndarray, parsed_c: Any) -> BlockResult:
-        """:meth:`originals` with the kernel's parse (rows it does not handle parsed here)."""
+    def _fast_originals(self, rows: "_Columns", start: int, evals: np.ndarray, ranks: np.ndarray, parsed_c: Any
+                        ) -> BlockResult:
+        """:meth:`originals` with the kernel's parse (rows it does not handle parsed here) and
+        the block's selection ranks (a column per variant of the recipe)."""
         r = self.recipe
         k = _KernelParse.of(parsed_c, rows.n)
         py = {i: self._parse(rows, i) for i in np.flatnonzero(k.status).tolist()}
@@ -270,7 +294,8 @@ class Engine:
                             result.new_tools[t.digest] = t.text
             n_no_call = int(k.no_call[members].sum()) + sum(not py[i][1] for i in idx if i in py)
             result.analysis[split] = Analysis(index=members + start, ids=[rows.ids[i] for i in idx], elig=elig,
-                                              no_call=n_no_call, tools=tools)
+                                              no_call=n_no_call, tools=tools,
+                                              ranks={v: ranks[members, j] for j, v in enumerate(r.variants)})
             out = self._emit_fast(rows, idx, parsed_c, py, split)
             if out is None:  # the Python path for this split of the block (lists made at once)
                 rows.sparse = False
@@ -1024,14 +1049,19 @@ def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 thread.join(0.05)
 
 
-def _blocks(path: Path, columns: list[str] | None = None, ahead: int = 2) -> Iterator[tuple[int, pa.Table]]:
+def _blocks(path: Path, columns: list[str] | None = None, ahead: int = 2,
+            also: Callable[[pa.Table], Any] | None = None) -> Iterator[tuple]:
     """(start, table) blocks of exactly BLOCK_ROWS input rows (the last one shorter), read up to
-    ``ahead`` blocks ahead on a background thread."""
-    return _prefetched(_read_blocks(path, columns), ahead)
+    ``ahead`` blocks ahead on a background thread; with ``also``: (start, table, also(table)),
+    ``also`` called on that thread."""
+    blocks = _read_blocks(path, columns)
+    if also is not None:
+        blocks = ((start, t, also(t)) for start, t in blocks)
+    return _prefetched(blocks, ahead)
 
 
 def _read_blocks(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, memory_map=True)  # pages straight from the page cache: no copy into fresh memory
     pending: list[pa.RecordBatch] = []
     n = start = 0
     for batch in pf.iter_batches(batch_size=BLOCK_ROWS, columns=columns):
@@ -1134,22 +1164,22 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
                 rejects.extend(o.rejects)
                 totals[split].add(o)
 
-        variants = [v for v, share in ((VARIANT, p.irrelevance_ratio), (HARD_NEGATIVE, p.hard_negative_ratio))
-                    if share > 0]
+        variants = recipe.variants
         facts = {s: _Facts(cfg.prepare_seed(), s, variants) for s in SPLITS}
         pool = ToolPool() if recipe.hard_negatives else None
         cache = ToolCache()
         sources = _Sources(examples.path, keep_input, p.irrelevance_ratio, p.hard_negative_ratio)
         in_flight: deque[tuple[int, pa.Table]] = deque()  # blocks handed to the runner, not yet back
 
-        def blocks() -> Iterator[tuple[int, pa.Table]]:
+        def blocks() -> Iterator[tuple[int, pa.Table, Any]]:
             # an input kept whole anyway is read as fast as the reader goes (it overlaps the
-            # first blocks' one-off work: tool registration, token cache warm-up)
-            for start, t in _blocks(examples.path, ahead=1 << 20 if keep_input else 2):
+            # first blocks' one-off work: tool registration, token cache warm-up); the reader
+            # thread also hashes the ids (no GIL held: beside the work on the previous block)
+            for start, t, hashed in _blocks(examples.path, ahead=1 << 20 if keep_input else 2, also=recipe.hashes):
                 in_flight.append((start, t))
-                yield start, t
+                yield start, t, hashed
 
-        for result in runner.map(("originals", t, start) for start, t in blocks()):
+        for result in runner.map(("originals", t, start, hashed) for start, t, hashed in blocks()):
             consume(result)
             for split, a in result.analysis.items():
                 facts[split].add(a)
@@ -1271,7 +1301,7 @@ class _Facts:
         for variant, flag in _ELIGIBLE.items():
             self.eligible[variant] += sum(map(attrgetter(flag), a.elig))
         for variant, parts in self.ranks.items():
-            parts.append(ranks(self.seed, f"{variant}:{self.split}", a.ids))
+            parts.append(a.ranks[variant] if a.ranks is not None else ranks(self.seed, f"{variant}:{self.split}", a.ids))
 
     def ranked(self) -> dict[str, np.ndarray]:
         return {v: np.concatenate(parts) if parts else np.zeros(0, np.uint64) for v, parts in self.ranks.items()}

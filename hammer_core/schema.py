@@ -45,7 +45,6 @@ counted, see :mod:`hammer_core.ingest`).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -97,7 +96,7 @@ def parse_json(text: str) -> Any:
     (``NaN``, lone surrogates) -- which also raises ``json``'s own error for invalid JSON -- and
     for any text with a run of 19 or more digits (orjson reads an integer beyond 64 bits as a
     float, silently). Both give equal values for the rest."""
-    if _LONG_DIGITS(text) is None:
+    if _LONG_DIGITS not in text.encode("utf-8", "surrogatepass").translate(_DIGITS):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -105,7 +104,10 @@ def parse_json(text: str) -> Any:
     return json.loads(text)
 
 
-_LONG_DIGITS = re.compile(r"[0-9]{19}").search
+# a run of 19 ASCII digits, found in the UTF-8 bytes with every digit made "0" and every other
+# byte " " (ten times faster than the regex ``[0-9]{19}`` on a tools list)
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 # json.dumps(obj, separators=(",", ":"), ensure_ascii=False), without a new encoder every call

@@ -115,16 +115,18 @@ def test_mix64_names_and_hashes_are_bit_exact():
         draws = [int(x) for x in rng.integers(0, 2**64 - 1, 1000, dtype=np.uint64)] + [0, 2**64 - 1]
         assert [fastprep.gen_name(int(gen.key), lengths, d) for d in draws] == gen.names(draws)
     ids = [str(i) for i in range(500)] + ["é✈" * k for k in range(70)] + ["x" * 300, ""]
-    table = pa.table({"id": ids})
-
-    class Cols:
-        def column(self, name):
-            return table.column(name).combine_chunks().slice(1)
-
+    array = pa.array(ids).slice(1)  # an offset, as a block's slice has
+    purposes = [("irrelevance:train", "irrelevance:eval"), ("hard_negative:train", "hard_negative:eval")]
     for seed, fraction in ((0, 0.1), (-3, 0.5), (2**70, 0.15)):
-        keys_c, evals_c = fastprep.FastKernel.hash_ids(Cols(), seed, fraction)
+        keys_c, evals_c, ranks_c = fastprep.FastKernel.hash_ids(array, seed, fraction, purposes)
         assert keys_c.tolist() == [stable_key(seed, "mask", i) for i in ids[1:]]
         assert evals_c.tolist() == [prep.is_eval(i, seed, fraction) for i in ids[1:]]
+        assert 0 < evals_c.sum() < len(evals_c)
+        # the selection ranks: each row's key under the purpose of its own split
+        for j, (train, eval_) in enumerate(purposes):
+            assert ranks_c[:, j].tolist() == [stable_key(seed, eval_ if e else train, i)
+                                              for i, e in zip(ids[1:], evals_c.tolist())]
+        assert fastprep.FastKernel.hash_ids(array, seed, fraction)[2].shape == (len(ids) - 1, 0)
         # row_keys (irrelevance ranks too) on lists of str: the compiled BLAKE2b, the same keys
         for purpose in ("mask", "irrelevance:train", "hard_negative:eval"):
             assert row_keys(seed, ids, purpose).tolist() == [stable_key(seed, purpose, i) for i in ids]

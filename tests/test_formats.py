@@ -517,7 +517,8 @@ def test_parquet_rows_over_the_size_limit(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", [
     '{"a":1,"a":2}', "[1e400]", "[-0.0]", "[1.0000000000000002]", "[NaN]", '["\\ud800"]', " [1] ",
     "[18446744073709551615]", "[18446744073709551616]", "[-9223372036854775809]",
-    '{"max":123456789012345678901234567890}', "[1,]", '{"a":}', ""])
+    '{"max":123456789012345678901234567890}', "[1,]", '{"a":}', "",
+    '["\ud800", 123456789012345678901234567890]', '["١٢", 1234567890123456789012]'])
 def test_parse_json_is_json_loads(text: str) -> None:
     """orjson with json's semantics: the same values (big integers stay integers, not floats),
     the same error for invalid JSON."""
