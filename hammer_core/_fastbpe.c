@@ -536,16 +536,16 @@ static Py_ssize_t bpe_heap(const Encoder *e, int32_t *sym, Py_ssize_t n)
 {
     if (n < 2)
         return n;
-    Py_ssize_t *prev = PyMem_Malloc((size_t)n * sizeof(Py_ssize_t));
-    Py_ssize_t *next = PyMem_Malloc((size_t)n * sizeof(Py_ssize_t));
-    unsigned char *alive = PyMem_Malloc((size_t)n);
+    Py_ssize_t *prev = malloc((size_t)n * sizeof(Py_ssize_t));
+    Py_ssize_t *next = malloc((size_t)n * sizeof(Py_ssize_t));
+    unsigned char *alive = malloc((size_t)n);
     /* n-1 initial entries, at most 2 per merge and at most n-1 merges */
-    HeapItem *heap = PyMem_Malloc((size_t)(3 * n) * sizeof(HeapItem));
+    HeapItem *heap = malloc((size_t)(3 * n) * sizeof(HeapItem));
     if (!prev || !next || !alive || !heap) {
-        PyMem_Free(prev);
-        PyMem_Free(next);
-        PyMem_Free(alive);
-        PyMem_Free(heap);
+        free(prev);
+        free(next);
+        free(alive);
+        free(heap);
         return -1;
     }
     Py_ssize_t hl = 0;
@@ -588,10 +588,10 @@ static Py_ssize_t bpe_heap(const Encoder *e, int32_t *sym, Py_ssize_t n)
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i >= 0; i = next[i])
         sym[k++] = sym[i];
-    PyMem_Free(prev);
-    PyMem_Free(next);
-    PyMem_Free(alive);
-    PyMem_Free(heap);
+    free(prev);
+    free(next);
+    free(alive);
+    free(heap);
     return k;
 }
 
@@ -738,7 +738,7 @@ done:
 /* The C API for other extensions (capsule "hammer_core._fastbpe._C_API", a function pointer):
  * the ids of text[0..n) into out (room for n ids); returns their number, -1 when the text is not
  * handled (non-ASCII, an added token's content, a byte without a symbol), -2 on error (Python
- * exception set). Used by hammer_core._fastprep to tokenize its token-cache misses in place. */
+ * exception set). Callable without the GIL (no Python API but the error). Used by hammer_core._fastprep to tokenize its token-cache misses in place. */
 static Py_ssize_t capi_encode(PyObject *enc, const char *text, Py_ssize_t n, int32_t *out)
 {
     const Encoder *e = (const Encoder *)enc;
@@ -749,8 +749,10 @@ static Py_ssize_t capi_encode(PyObject *enc, const char *text, Py_ssize_t n, int
     if (n > INT32_MAX || !acceptable(e, s, n))
         return -1;
     Py_ssize_t k = encode_text(e, s, n, out);
-    if (k < 0) {
+    if (k < 0) {  /* the caller may not hold the GIL (_fastprep's emit) */
+        PyGILState_STATE g = PyGILState_Ensure();
         PyErr_NoMemory();
+        PyGILState_Release(g);
         return -2;
     }
     return k;

@@ -25,6 +25,19 @@
 #define MAX_ARGS 128     /* arguments of one call */
 #define MAX_DEPTH 64
 
+/* Errors raised from code that may run without the GIL (emit's row loop, see parsed_emit). */
+static void no_memory(void) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyErr_NoMemory();
+    PyGILState_Release(g);
+}
+
+static void set_error(PyObject *type, const char *msg) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyErr_SetString(type, msg);
+    PyGILState_Release(g);
+}
+
 /* row status after parse */
 #define ST_OK 0
 #define ST_PYTHON 2
@@ -73,7 +86,7 @@ static int buf_reserve(Buf *b, Py_ssize_t extra) {
     Py_ssize_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + extra) cap *= 2;
     char *p = realloc(b->p, (size_t)cap);
-    if (!p) { PyErr_NoMemory(); return -1; }
+    if (!p) { no_memory(); return -1; }
     b->p = p;
     b->cap = cap;
     return 0;
@@ -102,7 +115,7 @@ static int ivec_reserve(IVec *v, Py_ssize_t extra) {
     Py_ssize_t cap = v->cap ? 2 * v->cap : 1024;
     while (cap < v->len + extra) cap *= 2;
     int32_t *p = realloc(v->p, (size_t)cap * sizeof(int32_t));
-    if (!p) { PyErr_NoMemory(); return -1; }
+    if (!p) { no_memory(); return -1; }
     v->p = p;
     v->cap = cap;
     return 0;
@@ -248,7 +261,7 @@ static uint64_t hash_bytes(const char *s, Py_ssize_t n) {
 static int table_grow(Table *t) {
     Py_ssize_t cap = t->cap ? 2 * t->cap : 1024;
     Slot *s = calloc((size_t)cap, sizeof(Slot));
-    if (!s) { PyErr_NoMemory(); return -1; }
+    if (!s) { no_memory(); return -1; }
     for (Py_ssize_t i = 0; i < t->cap; i++) {
         if (!t->slots[i].key) continue;
         Py_ssize_t j = (Py_ssize_t)(t->slots[i].h & (uint64_t)(cap - 1));
@@ -286,7 +299,7 @@ static int table_put(Table *t, const char *k, Py_ssize_t n, int32_t val) {
         j = (j + 1) & (t->cap - 1);
     }
     char *copy = malloc((size_t)(n ? n : 1));
-    if (!copy) { PyErr_NoMemory(); return -1; }
+    if (!copy) { no_memory(); return -1; }
     memcpy(copy, k, (size_t)n);
     t->slots[j].h = h;
     t->slots[j].key = copy;
@@ -305,6 +318,10 @@ static void table_free(Table *t) {
 
 /* ------------------------------------------------------------------ the kernel object */
 
+#define TOOL_CHUNK_BITS 10
+#define TOOL_CHUNKS 256  /* at most 256 * 1024 tools (fastprep.FastKernel.MAX_TOOLS is below) */
+#define TOOL(K, i) (&(K)->tool_chunks[(i) >> TOOL_CHUNK_BITS][(i) & ((1 << TOOL_CHUNK_BITS) - 1)])
+
 /* hammer_core._fastbpe's C API (capsule "hammer_core._fastbpe._C_API"): the ids of an ASCII text,
  * exactly as the HF tokenizer gives them; returns the number of ids (<= n, written to out), -1
  * when the text is not one the encoder handles (the caller falls back), -2 on error */
@@ -316,8 +333,10 @@ typedef struct {
     uint64_t pool_size;
     double p;
     Table texts;        /* tool text -> tool id (-1: a piece that is not a tool) */
-    Tool *tools;
-    Py_ssize_t n_tools, cap_tools;
+    /* the registered tools, in chunks that never move: emit (without the GIL, on another thread)
+     * reads the tools of its block while parse registers the next block's new ones */
+    Tool *tool_chunks[TOOL_CHUNKS];
+    Py_ssize_t n_tools;
     Str head, mid, tail, no_call;   /* prompts.HEAD, MID, TAIL, NO_CALL_TARGET */
     Str whead, wtail, wsuffix;      /* wrapped (fragment tokenizer): head, tail, suffix */
     Str empty_list;                 /* "[]\n" fragment */
@@ -667,8 +686,8 @@ static void kernel_out_free(void *out);
 
 static void kernel_dealloc(Kernel *self) {
     table_free(&self->texts);
-    for (Py_ssize_t i = 0; i < self->n_tools; i++) tool_clear(&self->tools[i]);
-    free(self->tools);
+    for (Py_ssize_t i = 0; i < self->n_tools; i++) tool_clear(TOOL(self, i));
+    for (int c = 0; c < TOOL_CHUNKS; c++) free(self->tool_chunks[c]);
     str_clear(&self->head); str_clear(&self->mid); str_clear(&self->tail); str_clear(&self->no_call);
     str_clear(&self->whead); str_clear(&self->wtail); str_clear(&self->wsuffix);
     str_clear(&self->empty_list);
@@ -899,14 +918,13 @@ static PyObject *kernel_add_tool(Kernel *self, PyObject *args) {
     Py_ssize_t tn;
     const char *ts = PyUnicode_AsUTF8AndSize(text, &tn);
     if (!ts) return NULL;
-    if (self->n_tools == self->cap_tools) {
-        Py_ssize_t cap = self->cap_tools ? 2 * self->cap_tools : 256;
-        Tool *t = realloc(self->tools, (size_t)cap * sizeof(Tool));
-        if (!t) return PyErr_NoMemory();
-        self->tools = t;
-        self->cap_tools = cap;
+    Py_ssize_t chunk = self->n_tools >> TOOL_CHUNK_BITS;
+    if (chunk >= TOOL_CHUNKS) { PyErr_SetString(PyExc_OverflowError, "too many tools for the kernel"); return NULL; }
+    if (!self->tool_chunks[chunk]) {
+        self->tool_chunks[chunk] = malloc(sizeof(Tool) << TOOL_CHUNK_BITS);
+        if (!self->tool_chunks[chunk]) return PyErr_NoMemory();
     }
-    Tool *t = &self->tools[self->n_tools];
+    Tool *t = TOOL(self, self->n_tools);
     memset(t, 0, sizeof(*t));
     PyObject *pf = NULL, *df = NULL;
     if (str_set(&t->name_esc, name_esc) < 0) goto fail;
@@ -986,7 +1004,7 @@ static int64_t row_eligibility(const Kernel *K, const Parsed *P, const Row *r, c
     uint64_t gold = 0;
     int n_gold = 0;
     for (int i = 0; i < r->n_tools; i++) {
-        const Tool *t = &K->tools[ids[i]];
+        const Tool *t = TOOL(K, ids[i]);
         for (int c = 0; c < r->n_calls; c++) {
             const Call *call = &P->calls_v[r->call0 + c];
             if (call->name_len == t->name_esc.n && !memcmp(cs + call->name_off, t->name_esc.s, (size_t)call->name_len)) {
@@ -1001,10 +1019,10 @@ static int64_t row_eligibility(const Kernel *K, const Parsed *P, const Row *r, c
     if (n_gold == r->n_tools) return (hn << 1) | g;
     for (int i = 0; i < r->n_tools; i++) {
         if (gold >> i & 1) continue;
-        const Tool *t = &K->tools[ids[i]];
+        const Tool *t = TOOL(K, ids[i]);
         for (int j = 0; j < r->n_tools; j++) {
             if (!(gold >> j & 1)) continue;
-            const Tool *u = &K->tools[ids[j]];
+            const Tool *u = TOOL(K, ids[j]);
             if (t->norm_id == u->norm_id || t->sig_id == u->sig_id) return 0;
         }
     }
@@ -1112,7 +1130,7 @@ static PyObject *kernel_parse(Kernel *self, PyObject *args) {
         if (missing) { r->status = ST_PYTHON; P->tool_ids.len = r->tool0; continue; }
         r->n_tools = (int32_t)(P->tool_ids.len - r->tool0);
         int names = 0;
-        for (int k = 0; k < r->n_tools; k++) names += 1 + self->tools[P->tool_ids.p[r->tool0 + k]].n_params;
+        for (int k = 0; k < r->n_tools; k++) names += 1 + TOOL(self, P->tool_ids.p[r->tool0 + k])->n_params;
         Py_ssize_t cn;
         const char *cs = row_calls(P, i, &cn);
         Py_ssize_t a0 = P->n_args_v, c0 = P->n_calls_v;
@@ -1216,7 +1234,7 @@ static void row_tools(const Kernel *K, const Parsed *P, const Row *r, int dedup,
         int id = ids[i], keep = 1;
         if (dedup)
             for (int j = 0; j < m->n; j++)
-                if (K->tools[m->tool[j]].name_id == K->tools[id].name_id) { keep = 0; break; }
+                if (TOOL(K, m->tool[j])->name_id == TOOL(K, id)->name_id) { keep = 0; break; }
         if (keep) m->tool[m->n++] = id;
     }
 }
@@ -1235,7 +1253,7 @@ static int masked_needs_python(const Kernel *K, const Parsed *P, const Row *r, c
         const Call *call = &P->calls_v[r->call0 + c];
         int found = -1;
         for (int i = 0; i < m->n; i++) {
-            const Tool *t = &K->tools[m->tool[i]];
+            const Tool *t = TOOL(K, m->tool[i]);
             if (t->name_esc.n == call->name_len && !memcmp(t->name_esc.s, cs + call->name_off, (size_t)call->name_len)) {
                 found = i;
                 break;
@@ -1243,7 +1261,7 @@ static int masked_needs_python(const Kernel *K, const Parsed *P, const Row *r, c
         }
         if (found < 0) return 1;
         m->by_call[c] = found;
-        const Tool *t = &K->tools[m->tool[found]];
+        const Tool *t = TOOL(K, m->tool[found]);
         for (int a = 0; a < call->n_args; a++) {
             const Arg *arg = &P->args_v[call->arg0 + a];
             int ok = 0;
@@ -1300,7 +1318,7 @@ static void draw_row_names(const Kernel *K, uint64_t key, RowMask *m) {
     }
     int pos = 1 + n, nn = 0;
     for (int i = 0; i < n; i++) {
-        const Tool *t = &K->tools[m->tool[i]];
+        const Tool *t = TOOL(K, m->tool[i]);
         m->name0[i] = nn;
         gen_draw(K, 1, stream_word(key, pos), m->names[nn], &m->name_len[nn]);
         nn++;
@@ -1316,7 +1334,7 @@ static void draw_row_names(const Kernel *K, uint64_t key, RowMask *m) {
     make_unique(K, m, fpos, n, 1, key, 0);
     int slot = 0;
     for (int i = 0; i < n; i++) {
-        const Tool *t = &K->tools[m->tool[i]];
+        const Tool *t = TOOL(K, m->tool[i]);
         int k = t->n_params;
         if (k) {
             int pp[MAX_NAMES];
@@ -1340,7 +1358,8 @@ typedef struct {
     PyObject *prompts, *targets;   /* fragment mode: lists of lists of str */
     IVec tok_ids, tok_off, n_prompt; /* token mode */
     Table miss_set;
-    PyObject *misses;
+    Buf miss_data;       /* token mode: the fragments missing from the cache (collected without the GIL) */
+    IVec miss_offs;
 } Out;
 
 static int out_row_end(Out *o) {
@@ -1360,7 +1379,8 @@ static void out_free(Out *o) {
     free(o->tok_off.p);
     free(o->n_prompt.p);
     table_free(&o->miss_set);
-    Py_XDECREF(o->misses);
+    buf_free(&o->miss_data);
+    free(o->miss_offs.p);
     memset(o, 0, sizeof *o);
 }
 
@@ -1372,8 +1392,8 @@ static void kernel_out_free(void *out) {
 static void out_reset(Out *o) {
     Py_CLEAR(o->prompts);
     Py_CLEAR(o->targets);
-    Py_CLEAR(o->misses);
     table_free(&o->miss_set);
+    o->miss_data.len = o->miss_offs.len = 0;
     Py_ssize_t big = 0;
     for (int c = 0; c < 5; c++) big += o->data[c].cap;
     big += o->tok_ids.cap * 4;
@@ -1387,7 +1407,7 @@ static void out_reset(Out *o) {
 static int tok_row_end(Out *o, const Kernel *K, Py_ssize_t start, Py_ssize_t prompt_end) {
     if (ivec_push(&o->tok_ids, K->eos) < 0) return -1;
     if (ivec_push(&o->n_prompt, (int32_t)(prompt_end - start)) < 0) return -1;
-    if (o->tok_ids.len > INT32_MAX) { PyErr_SetString(PyExc_OverflowError, "a block's tokens exceed 2**31"); return -1; }
+    if (o->tok_ids.len > INT32_MAX) { set_error(PyExc_OverflowError, "a block's tokens exceed 2**31"); return -1; }
     return ivec_push(&o->tok_off, (int32_t)o->tok_ids.len);
 }
 
@@ -1399,7 +1419,8 @@ typedef struct {
     Kernel *K;
     IVec *ids;
     Table *miss_set;
-    PyObject *misses;
+    Buf *miss_data;   /* the misses' text, back to back */
+    IVec *miss_offs;  /* their end offsets */
 } Sink;
 
 static int tok_add_entry(Kernel *K, const char *u, Py_ssize_t n, const int32_t *ids, Py_ssize_t k);
@@ -1470,12 +1491,8 @@ static int sink_tok_miss(Sink *s, const char *p, Py_ssize_t n) {
         if (e == -2) return -1;
     }
     if (table_get(s->miss_set, p, n) != -2) return 0;
-    if (table_put(s->miss_set, p, n, 0) < 0) return -1;
-    PyObject *o = PyUnicode_DecodeUTF8(p, n, "strict");
-    if (!o) return -1;
-    int rc = PyList_Append(s->misses, o);
-    Py_DECREF(o);
-    return rc;
+    if (table_put(s->miss_set, p, n, 0) < 0 || buf_add(s->miss_data, p, n) < 0) return -1;
+    return ivec_push(s->miss_offs, (int32_t)s->miss_data->len);
 }
 
 static int sink_tok_entry(Sink *s, int32_t e) {
@@ -1545,29 +1562,43 @@ static int sink_list(Sink *s, PyObject *frags) {
     return 0;
 }
 
-/* Python's str.isspace for the code point at the start / end of UTF-8 text */
+/* One UTF-8 sequence at s[0..n) decoded strictly as Python does (no overlong forms, no
+ * surrogates, at most U+10FFFF): its length, 0 when invalid. */
+static int utf8_one(const unsigned char *s, Py_ssize_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    int len;
+    uint32_t v, min;
+    if (c < 0x80) { *cp = c; return 1; }
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (n < len) return 0;
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = (v << 6) | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
+/* Python's str.isspace for the first / last code point of UTF-8 text (1 -- "not a safe cut" --
+ * for empty or undecodable text: the caller then takes the path that is right for any text).
+ * No Python objects: emit runs this without the GIL. */
 static int utf8_first_space(const char *s, Py_ssize_t n) {
-    if (!n) return 1;
-    unsigned char c = (unsigned char)s[0];
-    if (c < 0x80) return Py_UNICODE_ISSPACE(c);
-    PyObject *u = PyUnicode_DecodeUTF8(s, n < 4 ? n : 4, "ignore");
-    if (!u) { PyErr_Clear(); return 1; }
-    int sp = PyUnicode_GET_LENGTH(u) ? Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(u, 0)) : 1;
-    Py_DECREF(u);
-    return sp;
+    uint32_t cp;
+    if (!n || !utf8_one((const unsigned char *)s, n, &cp)) return 1;
+    return Py_UNICODE_ISSPACE(cp);
 }
 
 static int utf8_last_space(const char *s, Py_ssize_t n) {
     if (!n) return 1;
-    unsigned char c = (unsigned char)s[n - 1];
-    if (c < 0x80) return Py_UNICODE_ISSPACE(c);
     Py_ssize_t k = n - 1;
-    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
-    PyObject *u = PyUnicode_DecodeUTF8(s + k, n - k, "strict");
-    if (!u) { PyErr_Clear(); return 1; }
-    int sp = PyUnicode_GET_LENGTH(u) ? Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(u, PyUnicode_GET_LENGTH(u) - 1)) : 1;
-    Py_DECREF(u);
-    return sp;
+    while (k > 0 && n - k < 4 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+    uint32_t cp;
+    if (utf8_one((const unsigned char *)s + k, n - k, &cp) != n - k) return 1;
+    return Py_UNICODE_ISSPACE(cp);
 }
 
 /* the query block's fragments (prompts.prompt_fragments, after the tools) */
@@ -1656,7 +1687,7 @@ static int emit_target(const Kernel *K, const Parsed *P, const Row *r, const cha
         const Tool *t = NULL;
         if (masked) {
             int ti = m->by_call[c];
-            t = &K->tools[m->tool[ti]];
+            t = TOOL(K, m->tool[ti]);
             nm = m->names[m->name0[ti]];
             nn = m->name_len[m->name0[ti]];
         } else {
@@ -1699,7 +1730,7 @@ static int emit_prompt(const Kernel *K, const Parsed *P, const Row *r, const Row
         int pos = 2 * (j > 0) + (j == n - 1);
         if (masked) {
             int ti = m->order[j];
-            const Tool *t = &K->tools[m->tool[ti]];
+            const Tool *t = TOOL(K, m->tool[ti]);
             const Tmpl *tp = &t->shown[pos];
             if (sink_str(s, &tp->lits[0]) < 0) return -1;
             for (int k = 0; k < tp->n_slots; k++) {
@@ -1708,7 +1739,7 @@ static int emit_prompt(const Kernel *K, const Parsed *P, const Row *r, const Row
                 if (sink_str(s, &tp->lits[k + 1]) < 0) return -1;
             }
         } else {
-            const Tool *t = &K->tools[m->tool[j]];
+            const Tool *t = TOOL(K, m->tool[j]);
             for (int k = 0; k < t->n_plain[pos]; k++)
                 if (sink_str(s, &t->plain_utf8[pos][k]) < 0) return -1;
         }
@@ -1722,7 +1753,7 @@ static int emit_masked_json(const Kernel *K, const Parsed *P, const Row *r, cons
     if (buf_addc(tb, '[') < 0) return -1;
     for (int j = 0; j < m->n; j++) {
         int ti = m->order[j];
-        const Tmpl *tp = &K->tools[m->tool[ti]].canon;
+        const Tmpl *tp = &TOOL(K, m->tool[ti])->canon;
         if (j && buf_addc(tb, ',') < 0) return -1;
         if (buf_add(tb, tp->lits[0].s, tp->lits[0].n) < 0) return -1;
         for (int k = 0; k < tp->n_slots; k++) {
@@ -1737,7 +1768,7 @@ static int emit_masked_json(const Kernel *K, const Parsed *P, const Row *r, cons
     for (int c = 0; c < r->n_calls; c++) {
         const Call *call = &P->calls_v[r->call0 + c];
         int ti = m->by_call[c];
-        const Tool *t = &K->tools[m->tool[ti]];
+        const Tool *t = TOOL(K, m->tool[ti]);
         int fn = m->name0[ti];
         if ((c && buf_addc(cb, ',') < 0) || ADDL(cb, "{\"name\":\"") < 0 ||
             buf_add(cb, m->names[fn], m->name_len[fn]) < 0 || ADDL(cb, "\",\"arguments\":{") < 0)
@@ -1829,18 +1860,97 @@ fail0:
     return NULL;
 }
 
-static int add_override_str(Buf *b, PyObject *o) {
-    if (o == Py_None) return 0;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(o, &n);
-    if (!s) return -1;
-    return buf_add(b, s, n);
-}
-
 static int add_num(Buf *b, long k) {
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, "%ld", k);
     return buf_add(b, tmp, n);
+}
+
+/* an override (a row made in Python), read before the row loop: the loop may run without the GIL */
+typedef struct { const char *s; Py_ssize_t n; } Span;
+typedef struct {
+    Py_ssize_t t;                 /* output position */
+    Span f[5];                    /* id, variant, parent (n = -1: None), tools, calls */
+    int no_call;
+    PyObject *prompt, *target;    /* borrowed (the overrides dict holds them) */
+    Py_ssize_t frag0, n_prompt, n_target;  /* token mode: their fragments in the spans array */
+} Ovr;
+
+static int ovr_cmp(const void *a, const void *b) {
+    Py_ssize_t x = ((const Ovr *)a)->t, y = ((const Ovr *)b)->t;
+    return x < y ? -1 : x > y;
+}
+
+static int span_of(PyObject *o, Span *sp) {
+    if (o == Py_None) { sp->s = NULL; sp->n = -1; return 0; }
+    sp->s = PyUnicode_AsUTF8AndSize(o, &sp->n);
+    return sp->s ? 0 : -1;
+}
+
+/* the fragments of a list of str, appended to spans (their UTF-8 lives in the str objects, which
+ * `keep` holds) */
+static int frag_spans(PyObject *frags, PyObject *keep, Span **spans, Py_ssize_t *len, Py_ssize_t *cap,
+                      Py_ssize_t *count) {
+    PyObject *f = PySequence_Fast(frags, "fragments");
+    if (!f) return -1;
+    int rc = PyList_Append(keep, f);
+    Py_DECREF(f);
+    if (rc < 0) return -1;
+    *count = PySequence_Fast_GET_SIZE(f);
+    if (*len + *count > *cap) {
+        Py_ssize_t c = *cap ? *cap : 64;
+        while (c < *len + *count) c *= 2;
+        Span *p = realloc(*spans, (size_t)c * sizeof(Span));
+        if (!p) { PyErr_NoMemory(); return -1; }
+        *spans = p;
+        *cap = c;
+    }
+    for (Py_ssize_t i = 0; i < *count; i++) {
+        PyObject *x = PySequence_Fast_GET_ITEM(f, i);
+        if (!PyUnicode_Check(x)) { PyErr_SetString(PyExc_TypeError, "fragments must be str"); return -1; }
+        if (span_of(x, &(*spans)[*len + i]) < 0) return -1;
+    }
+    *len += *count;
+    return 0;
+}
+
+/* the overrides dict read into an array sorted by position */
+static int read_overrides(PyObject *overrides, int mode, PyObject *keep, Ovr **out, Py_ssize_t *n_out,
+                          Span **spans, Py_ssize_t *n_spans) {
+    Py_ssize_t n = PyDict_Size(overrides), pos = 0, i = 0, cap = 0;
+    PyObject *key, *val;
+    Ovr *v = calloc((size_t)(n ? n : 1), sizeof(Ovr));
+    if (!v) { PyErr_NoMemory(); return -1; }
+    *out = v;
+    while (PyDict_Next(overrides, &pos, &key, &val)) {
+        Ovr *x = &v[i++];
+        x->t = PyLong_AsSsize_t(key);
+        if (x->t == -1 && PyErr_Occurred()) return -1;
+        PyObject *f[5];
+        if (!PyArg_ParseTuple(val, "OOOUUOOp", &f[0], &f[1], &f[2], &f[3], &f[4], &x->prompt, &x->target, &x->no_call))
+            return -1;
+        if (!PyUnicode_Check(f[0]) || !PyUnicode_Check(f[1]) || (f[2] != Py_None && !PyUnicode_Check(f[2]))) {
+            PyErr_SetString(PyExc_TypeError, "override: id, variant, parent must be str");
+            return -1;
+        }
+        for (int c = 0; c < 5; c++)
+            if (span_of(f[c], &x->f[c]) < 0) return -1;
+        if (mode == 2) {
+            x->frag0 = *n_spans;
+            if (frag_spans(x->prompt, keep, spans, n_spans, &cap, &x->n_prompt) < 0 ||
+                frag_spans(x->target, keep, spans, n_spans, &cap, &x->n_target) < 0)
+                return -1;
+        }
+    }
+    *n_out = n;
+    qsort(v, (size_t)n, sizeof(Ovr), ovr_cmp);
+    return 0;
+}
+
+static int sink_spans(Sink *s, const Span *sp, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (sink_bytes(s, sp[i].s, sp[i].n) < 0) return -1;
+    return 0;
 }
 
 /* emit(parsed, ids col, variants col, parents col, idx, keys, copies, split_masked, mode, overrides)
@@ -1848,9 +1958,12 @@ static int add_num(Buf *b, long k) {
  *   2: token ids from the kernel's token cache -- when fragments are missing from it, returns
  *   (None, [missing fragments]) instead: cache them (add_tokens) and call again.
  *   overrides: {output position: (id, variant, parent or None, tools, calls, prompt, target, no_call)} for
- *   the positions plan() returned (prompt/target: fragment lists in mode 1, ignored in mode 0).
+ *   the positions plan() returned (prompt/target: fragment lists in modes 1 and 2, ignored in mode 0).
  *   -> (offsets/data bytes of id, variant, parent, tools, calls; parent validity bytes (one a
- *       row); source rows int32 bytes; no-call count; rendered chars; prompts; targets) */
+ *       row); source rows int32 bytes; no-call count; rendered chars; prompts; targets; tokens)
+ * In modes 0 and 2 the row loop runs without the GIL: another thread may run Python meanwhile
+ * (prepare emits one block on a thread while it parses the next), and may parse and register
+ * tools (their storage never moves), but not use this kernel's token cache or emit. */
 static PyObject *parsed_emit(Parsed *P, PyObject *args) {
     PyObject *ids_s, *var_s, *par_s, *idx_o, *keys_o, *overrides;
     int copies, split_masked, mode;
@@ -1872,7 +1985,11 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
     RowMask *m = NULL;
     Py_buffer ib = {0}, kb = {0};
     Py_ssize_t n;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *keep = NULL;
+    Ovr *ovr = NULL;
+    Span *spans = NULL;
+    Py_ssize_t n_ovr = 0, n_spans = 0, oc = 0;
+    PyThreadState *save = NULL;
     if (col_init(&ic.ids, ids_s) < 0 || col_init(&ic.variants, var_s) < 0 || col_init(&ic.parents, par_s) < 0)
         goto done;
     if (ic.ids.n < P->n || ic.variants.n < P->n || ic.parents.n < P->n) {
@@ -1882,6 +1999,8 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
     if (read_keys(idx_o, keys_o, &ib, &kb, &n, P->n) < 0) goto done;
     if (copies < 1 || n % copies) { PyErr_SetString(PyExc_ValueError, "keys: copies * rows"); goto done; }
     Py_ssize_t per_copy = n / copies;
+    keep = PyList_New(0);
+    if (!keep || read_overrides(overrides, mode, keep, &ovr, &n_ovr, &spans, &n_spans) < 0) goto done;
     m = malloc(sizeof(RowMask));
     if (!m) { PyErr_NoMemory(); goto done; }
     if (mode == 1) {
@@ -1891,50 +2010,40 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
     }
     if (mode == 2) {
         if (K->eos < 0) { PyErr_SetString(PyExc_RuntimeError, "set_tokens() first"); goto done; }
-        o.misses = PyList_New(0);
-        if (!o.misses || ivec_push(&o.tok_off, 0) < 0) goto done;
+        if (ivec_push(&o.tok_off, 0) < 0) goto done;
     }
-    Sink tsink = {NULL, NULL, K, &o.tok_ids, &o.miss_set, o.misses};
+    Sink tsink = {NULL, NULL, K, &o.tok_ids, &o.miss_set, &o.miss_data, &o.miss_offs};
     for (int c = 0; c < 5; c++) if (ivec_push(&o.offs[c], 0) < 0) goto done;
-    Py_ssize_t used_overrides = 0;
+    if (mode != 1) save = PyEval_SaveThread();  /* no Python objects below but in mode 1 */
     for (Py_ssize_t t = 0; t < n; t++) {
         int64_t i = ((const int64_t *)ib.buf)[t];
         uint64_t key = ((const uint64_t *)kb.buf)[t];
         long k = (long)(t / per_copy);
         int masked;
         int py = decide(K, P, i, key, split_masked, m, &masked);
-        if (ivec_push(&o.src, (int32_t)i) < 0) goto done;
+        if (ivec_push(&o.src, (int32_t)i) < 0) goto loop_failed;
         if (py) {
-            PyObject *key_o = PyLong_FromSsize_t(t);
-            if (!key_o) goto done;
-            PyObject *ov = PyDict_GetItemWithError(overrides, key_o);
-            Py_DECREF(key_o);
-            if (!ov) {
-                if (!PyErr_Occurred()) PyErr_Format(PyExc_KeyError, "no override for output row %zd", t);
-                goto done;
+            if (oc >= n_ovr || ovr[oc].t != t) {
+                set_error(PyExc_KeyError, "no override for an output row the kernel does not handle");
+                goto loop_failed;
             }
-            used_overrides++;
-            PyObject *f[7];
-            int no_call;
-            if (!PyArg_ParseTuple(ov, "OOOUUOOp", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &no_call)) goto done;
-            if (!PyUnicode_Check(f[0]) || !PyUnicode_Check(f[1]) || (f[2] != Py_None && !PyUnicode_Check(f[2]))) {
-                PyErr_SetString(PyExc_TypeError, "override: id, variant, parent must be str");
-                goto done;
-            }
+            const Ovr *v = &ovr[oc++];
             for (int c = 0; c < 5; c++)
-                if (add_override_str(&o.data[c], f[c]) < 0) goto done;
-            if (buf_addc(&o.valid, f[2] != Py_None) < 0 || out_row_end(&o) < 0) goto done;
-            o.no_call += no_call;
+                if (v->f[c].n > 0 && buf_add(&o.data[c], v->f[c].s, v->f[c].n) < 0) goto loop_failed;
+            if (buf_addc(&o.valid, v->f[2].n >= 0) < 0 || out_row_end(&o) < 0) goto loop_failed;
+            o.no_call += v->no_call;
             if (mode == 1) {
-                Py_INCREF(f[5]);
-                PyList_SET_ITEM(o.prompts, t, f[5]);
-                Py_INCREF(f[6]);
-                PyList_SET_ITEM(o.targets, t, f[6]);
+                Py_INCREF(v->prompt);
+                PyList_SET_ITEM(o.prompts, t, v->prompt);
+                Py_INCREF(v->target);
+                PyList_SET_ITEM(o.targets, t, v->target);
             } else if (mode == 2) {
                 Py_ssize_t start = o.tok_ids.len;
-                if (sink_list(&tsink, f[5]) < 0) goto done;
+                if (sink_spans(&tsink, spans + v->frag0, v->n_prompt) < 0) goto loop_failed;
                 Py_ssize_t pe = o.tok_ids.len;
-                if (sink_list(&tsink, f[6]) < 0 || tok_row_end(&o, K, start, pe) < 0) goto done;
+                if (sink_spans(&tsink, spans + v->frag0 + v->n_prompt, v->n_target) < 0 ||
+                    tok_row_end(&o, K, start, pe) < 0)
+                    goto loop_failed;
             }
             continue;
         }
@@ -1947,68 +2056,77 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
         const char *ps = pvalid ? col_get(&ic.parents, i, &pn) : NULL;
         if (!pvalid) pn = 0;
         /* output_identity */
-        if (buf_add(&o.data[0], ids, idn) < 0) goto done;
+        if (buf_add(&o.data[0], ids, idn) < 0) goto loop_failed;
         if (masked) {
-            if (ADDL(&o.data[0], "~m") < 0 || add_num(&o.data[0], k) < 0) goto done;
+            if (ADDL(&o.data[0], "~m") < 0 || add_num(&o.data[0], k) < 0) goto loop_failed;
         } else if (k) {
-            if (ADDL(&o.data[0], "~c") < 0 || add_num(&o.data[0], k) < 0) goto done;
+            if (ADDL(&o.data[0], "~c") < 0 || add_num(&o.data[0], k) < 0) goto loop_failed;
         }
-        if (buf_add(&o.data[1], vs, vn) < 0) goto done;
-        if (masked && ADDL(&o.data[1], "+masked") < 0) goto done;
+        if (buf_add(&o.data[1], vs, vn) < 0) goto loop_failed;
+        if (masked && ADDL(&o.data[1], "+masked") < 0) goto loop_failed;
         int has_parent = 1;
         if (masked || k) {
-            if (pn > 0) { if (buf_add(&o.data[2], ps, pn) < 0) goto done; }
-            else if (buf_add(&o.data[2], ids, idn) < 0) goto done;
+            if (pn > 0) { if (buf_add(&o.data[2], ps, pn) < 0) goto loop_failed; }
+            else if (buf_add(&o.data[2], ids, idn) < 0) goto loop_failed;
         } else if (pvalid) {
-            if (buf_add(&o.data[2], ps, pn) < 0) goto done;
+            if (buf_add(&o.data[2], ps, pn) < 0) goto loop_failed;
         } else {
             has_parent = 0;
         }
-        if (buf_addc(&o.valid, (char)has_parent) < 0) goto done;
+        if (buf_addc(&o.valid, (char)has_parent) < 0) goto loop_failed;
         if (masked) {
             draw_row_names(K, key, m);
-            if (emit_masked_json(K, P, r, cs, m, &o.data[3], &o.data[4]) < 0) goto done;
+            if (emit_masked_json(K, P, r, cs, m, &o.data[3], &o.data[4]) < 0) goto loop_failed;
         } else {
             Py_ssize_t tn;
             const char *ts = col_get(&P->tools, i, &tn);
-            if (buf_add(&o.data[3], ts, tn) < 0 || buf_add(&o.data[4], cs, cn) < 0) goto done;
+            if (buf_add(&o.data[3], ts, tn) < 0 || buf_add(&o.data[4], cs, cn) < 0) goto loop_failed;
         }
-        if (out_row_end(&o) < 0) goto done;
+        if (out_row_end(&o) < 0) goto loop_failed;
         if (!r->n_calls) o.no_call++;
         /* the prompt and the answer */
         Sink s;
         if (mode == 2) {
             Py_ssize_t start = o.tok_ids.len;
-            if (emit_prompt(K, P, r, m, masked, &tsink, 1, &tmp) < 0) goto done;
+            if (emit_prompt(K, P, r, m, masked, &tsink, 1, &tmp) < 0) goto loop_failed;
             Py_ssize_t pe = o.tok_ids.len;
-            if (emit_target(K, P, r, cs, m, masked, &tsink, &cur) < 0 || tok_row_end(&o, K, start, pe) < 0) goto done;
+            if (emit_target(K, P, r, cs, m, masked, &tsink, &cur) < 0 || tok_row_end(&o, K, start, pe) < 0)
+                goto loop_failed;
         } else if (mode == 1) {
             PyObject *pl = PyList_New(0);
-            if (!pl) goto done;
+            if (!pl) goto loop_failed;
             PyList_SET_ITEM(o.prompts, t, pl);
             memset(&s, 0, sizeof s);
             s.list = pl;
-            if (emit_prompt(K, P, r, m, masked, &s, 1, &tmp) < 0) goto done;
+            if (emit_prompt(K, P, r, m, masked, &s, 1, &tmp) < 0) goto loop_failed;
             PyObject *tl = PyList_New(0);
-            if (!tl) goto done;
+            if (!tl) goto loop_failed;
             PyList_SET_ITEM(o.targets, t, tl);
             s.list = tl;
-            if (emit_target(K, P, r, cs, m, masked, &s, &cur) < 0) goto done;
+            if (emit_target(K, P, r, cs, m, masked, &s, &cur) < 0) goto loop_failed;
         } else {
             o.scratch.len = 0;
             memset(&s, 0, sizeof s);
             s.buf = &o.scratch;
-            if (emit_prompt(K, P, r, m, masked, &s, 0, &tmp) < 0) goto done;
-            if (emit_target(K, P, r, cs, m, masked, &s, &cur) < 0) goto done;
+            if (emit_prompt(K, P, r, m, masked, &s, 0, &tmp) < 0) goto loop_failed;
+            if (emit_target(K, P, r, cs, m, masked, &s, &cur) < 0) goto loop_failed;
             o.rendered += o.scratch.len;
         }
     }
-    if (used_overrides != PyDict_Size(overrides)) {
+    if (save) { PyEval_RestoreThread(save); save = NULL; }
+    if (oc != n_ovr) {
         PyErr_SetString(PyExc_ValueError, "overrides given for rows the kernel handles");
         goto done;
     }
-    if (mode == 2 && PyList_GET_SIZE(o.misses)) {
-        result = Py_BuildValue("(OO)", Py_None, o.misses);
+    if (mode == 2 && o.miss_offs.len) {
+        PyObject *misses = PyList_New(o.miss_offs.len);
+        if (!misses) goto done;
+        for (Py_ssize_t j = 0, a = 0; j < o.miss_offs.len; a = o.miss_offs.p[j++]) {
+            PyObject *u = PyUnicode_DecodeUTF8(o.miss_data.p + a, o.miss_offs.p[j] - a, "strict");
+            if (!u) { Py_DECREF(misses); goto done; }
+            PyList_SET_ITEM(misses, j, u);
+        }
+        result = Py_BuildValue("(ON)", Py_None, misses);
         goto done;
     }
     {
@@ -2049,7 +2167,13 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
                                cols[2][0], cols[2][1], cols[3][0], cols[3][1], cols[4][0], cols[4][1], valid, src,
                                o.no_call, o.rendered, prompts, targets, tokens);
     }
+    goto done;
+loop_failed:
+    if (save) PyEval_RestoreThread(save);
 done:
+    free(ovr);
+    free(spans);
+    Py_XDECREF(keep);
     col_release(&ic.ids);
     col_release(&ic.variants);
     col_release(&ic.parents);

@@ -71,7 +71,7 @@ import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -200,11 +200,31 @@ class Analysis:
     ranks: dict[str, np.ndarray] | None = None  # the rows' selection ranks of each variant, when made in C
 
 
+class _Pending:
+    """A split's output whose kernel emit was handed to the engine's emit thread
+    (:attr:`Engine.defer`): :meth:`result` waits for it and finishes the output here."""
+
+    __slots__ = ("future", "finish")
+
+    def __init__(self, future: Future, finish: Callable[[Any], SplitOutput]) -> None:
+        self.future, self.finish = future, finish
+
+    def result(self) -> SplitOutput:
+        return self.finish(self.future.result())
+
+
 @dataclass
 class BlockResult:
-    outputs: dict[str, SplitOutput]
+    outputs: dict[str, SplitOutput | _Pending]
     analysis: dict[str, Analysis] = field(default_factory=dict)
     new_tools: dict[int, str] = field(default_factory=dict)  # pool tools first seen by this worker
+
+    def resolve(self) -> "BlockResult":
+        """The outputs finished (their deferred emits waited for, in split order)."""
+        for split, out in self.outputs.items():
+            if isinstance(out, _Pending):
+                self.outputs[split] = out.result()
+        return self
 
 
 class Engine:
@@ -221,6 +241,12 @@ class Engine:
         elif recipe.tokenize:
             self.frag = FragmentTokenizer(tokenizer, fast=recipe.fast_tokenization)
         self.reported: set[int] = set()
+        # the kernel's emits of a block on a thread of their own (the C loop runs without the GIL),
+        # finished when the output is consumed: the next block is parsed here meanwhile. Set by
+        # the in-process runner; the outputs are then _Pending until BlockResult.resolve().
+        self.defer = False
+        self._emitter: ThreadPoolExecutor | None = None
+        self._last_emit: Future | None = None
         self.fast: fastprep.FastKernel | None = None  # the compiled hot path (None: Python only)
         if recipe.compiled:
             wrap = None if self.frag is None else (self.frag.head, self.frag.tail, self.frag.suffix)
@@ -230,6 +256,24 @@ class Engine:
                                             self.frag.cache_size)
                 if self.frag.bpe is not None:  # new chunks tokenized inside the kernel
                     self.fast.kernel.set_bpe(*self.frag.bpe.c_api())
+
+    def _submit(self, emit: Callable[[], Any]) -> Future:
+        if self._emitter is None:
+            self._emitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hammer-prepare-emit")
+        self._last_emit = self._emitter.submit(emit)
+        return self._last_emit
+
+    def drain(self) -> None:
+        """Wait for the emits handed to the emit thread (one thread: in order); the kernel's
+        token cache may be changed here only then."""
+        if self._last_emit is not None:
+            wait([self._last_emit])
+            self._last_emit = None
+
+    def close(self) -> None:
+        if self._emitter is not None:
+            self._emitter.shutdown(wait=True, cancel_futures=True)
+            self._emitter = self._last_emit = None
 
     @property
     def tokenization(self) -> str:
@@ -296,11 +340,11 @@ class Engine:
             result.analysis[split] = Analysis(index=members + start, ids=[rows.ids[i] for i in idx], elig=elig,
                                               no_call=n_no_call, tools=tools,
                                               ranks={v: ranks[members, j] for j, v in enumerate(r.variants)})
-            out = self._emit_fast(rows, idx, parsed_c, py, split)
-            if out is None:  # the Python path for this split of the block (lists made at once)
-                rows.sparse = False
-                out = self._emit(rows, idx, _LazyParse(self, rows, py), split)
-            result.outputs[split] = out
+            def fallback(idx: list[int] = idx, split: str = split) -> SplitOutput:
+                rows.sparse = False  # the Python path for this split of the block (lists made at once)
+                return self._emit(rows, idx, _LazyParse(self, rows, py), split)
+
+            result.outputs[split] = self._emit_fast(rows, idx, parsed_c, py, split, fallback)
         return result
 
     # -- pass 2 -----------------------------------------------------------------------------
@@ -366,15 +410,14 @@ class Engine:
                 pa.array(c["variant"], pa.string())], schema=EXAMPLE_SCHEMA)
             rows = _Columns(table, sparse=True)
             idx = list(range(n))
-            out = None
-            if idx:
-                parsed_s = self.fast.parse(rows)  # type: ignore[union-attr]
-                if parsed_s is not None:
-                    out = self._emit_fast(rows, idx, parsed_s, {}, split)
-            if out is None:
+
+            def fallback(rows: _Columns = rows, idx: list[int] = idx, split: str = split) -> SplitOutput:
                 rows.sparse = False
-                out = self._emit(rows, idx, _LazyParse(self, rows, {}), split)
-            result.outputs[split] = out
+                return self._emit(rows, idx, _LazyParse(self, rows, {}), split)
+
+            parsed_s = self.fast.parse(rows) if idx else None  # type: ignore[union-attr]
+            result.outputs[split] = fallback() if parsed_s is None else \
+                self._emit_fast(rows, idx, parsed_s, {}, split, fallback)
         return result
 
     # -- the recipe for a list of rows ------------------------------------------------------
@@ -423,17 +466,19 @@ class Engine:
         return [masker.mask(int(keys[j]), words[j], tools[j], parsed[i][1], rows.messages(i), names[j])
                 if j in names else plain_view(tools[j], parsed[i][1]) for j, i in enumerate(idx)]
 
-    def _emit_fast(self, rows: "_Columns", idx: list[int], parsed_c: Any, py: dict[int, Any], split: str
-                   ) -> SplitOutput | None:
+    def _emit_fast(self, rows: "_Columns", idx: list[int], parsed_c: Any, py: dict[int, Any], split: str,
+                   fallback: Callable[[], SplitOutput]) -> SplitOutput | _Pending:
         """:meth:`_emit` through the kernel (the same rows, bytes and counts); the rows the kernel
-        does not handle are made here and passed to it. None: do it in Python (a row over the
-        token budget, or columns the kernel cannot read)."""
+        does not handle are made here and passed to it. ``fallback()``: the Python path's output,
+        taken when the kernel cannot make this one (a row over the token budget, or columns it
+        cannot read). With :attr:`defer` (render-only and kernel tokens), the kernel's loop runs
+        on the emit thread and the output is finished by :meth:`_Pending.result`."""
         r = self.recipe
         if not idx:
             return SplitOutput(EXAMPLE_SCHEMA.empty_table(), TOKENS_SCHEMA.empty_table() if r.tokenize else None)
         idcols = self.fast.id_columns(rows)  # type: ignore[union-attr]
         if idcols is None:
-            return None
+            return fallback()
         masked = split == "train" and r.mask_prob > 0
         copies = r.copies if split == "train" else 1
         where0 = np.asarray(idx, dtype=np.int64)
@@ -467,13 +512,30 @@ class Engine:
                             prompt, target, not view.calls)
             if view.messages is not None:
                 new_msgs.append((t, view.messages))
-        if mode == 2:
-            self.fast.kernel.trim_tokens()  # type: ignore[union-attr]
-        while True:
-            res = parsed_c.emit(*idcols, wb, kb, copies, masked, mode, overrides)
-            if res[0] is not None:
-                break
-            self._cache_tokens(res[1])  # fragments new to the kernel's token cache
+        kernel = self.fast.kernel  # type: ignore[union-attr]
+
+        def emit() -> Any:
+            if mode == 2:
+                kernel.trim_tokens()
+            return parsed_c.emit(*idcols, wb, kb, copies, masked, mode, overrides)
+
+        def finish(res: Any) -> SplitOutput:
+            while res[0] is None:  # fragments new to the kernel's token cache
+                self.drain()  # no emit may run while the cache changes
+                self._cache_tokens(res[1])
+                res = parsed_c.emit(*idcols, wb, kb, copies, masked, mode, overrides)
+            out = self._fast_output(rows, res, where, keys, parsed, overrides, new_msgs, masked, mode)
+            return fallback() if out is None else out
+
+        if self.defer and mode != 1:
+            return _Pending(self._submit(emit), finish)
+        return finish(emit())
+
+    def _fast_output(self, rows: "_Columns", res: tuple, where: np.ndarray, keys: np.ndarray, parsed: Any,
+                     overrides: dict[int, tuple], new_msgs: list[tuple[int, Any]], masked: bool, mode: int
+                     ) -> SplitOutput | None:
+        """The output of the kernel's emit ``res``, checked (None: a row over the token budget)."""
+        r = self.recipe
         (c_id, c_var, c_par, c_tools, c_calls, valid, _src, no_call, _chars, prompts, targets, c_tokens) = res
         n = len(where)
         ids_a = fastprep.string_array(n, *c_id)
@@ -809,6 +871,18 @@ def _run(task: tuple) -> BlockResult:
     return _run_on(_ENGINE, task)
 
 
+def _one_behind(results: Iterator[BlockResult]) -> Iterator[BlockResult]:
+    """``results`` in order, each handed on once the next one is made: a block's deferred emits
+    (:attr:`Engine.defer`) run on their thread while the next block is parsed here."""
+    last = None
+    for result in results:
+        if last is not None:
+            yield last
+        last = result
+    if last is not None:
+        yield last
+
+
 def _in_order(submitted: Iterator[Any], in_flight: int, result: Any) -> Iterator[BlockResult]:
     """``result(future)`` of each submitted future, in submission order; submission (pulling
     ``submitted``) stays at most ``in_flight`` futures ahead of the oldest one not yet returned."""
@@ -834,6 +908,7 @@ class _Runner:
         if workers > 1:  # one process per core: no tokenizer threads, here or in the workers
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         self.engine = Engine(recipe, tokenizer)
+        self.engine.defer = workers <= 1  # (forked workers start from this engine: no threads there)
 
     def _start(self) -> None:
         global _ENGINE
@@ -862,6 +937,7 @@ class _Runner:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         global _ENGINE
+        self.engine.close()
         if self.pool is not None:
             if exc_type is None:
                 self.pool.close()
@@ -1157,7 +1233,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         totals = {s: _Totals() for s in SPLITS}
 
         def consume(result: BlockResult) -> None:
-            for split, o in result.outputs.items():
+            for split, o in result.resolve().outputs.items():
                 writers[split].add(o.examples)
                 if o.tokens is not None:
                     writers[f"{split}_tokens"].add(o.tokens)
@@ -1179,7 +1255,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
                 in_flight.append((start, t))
                 yield start, t, hashed
 
-        for result in runner.map(("originals", t, start, hashed) for start, t, hashed in blocks()):
+        for result in _one_behind(runner.map(("originals", t, start, hashed) for start, t, hashed in blocks())):
             consume(result)
             for split, a in result.analysis.items():
                 facts[split].add(a)
@@ -1192,7 +1268,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
 
         plans, irr_summary = _plan_synthesis(facts, p, cfg.prepare_seed(), pool)
         if plans:
-            for result in runner.map(_synth_tasks(sources.blocks(plans), plans)):
+            for result in _one_behind(runner.map(_synth_tasks(sources.blocks(plans), plans))):
                 consume(result)
         tokenization = runner.tokenization()
 

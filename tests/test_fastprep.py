@@ -70,6 +70,10 @@ def special_rows() -> list[dict]:
             row(f"{s}-trail", [weather, calc], [{"name": "get_weather", "arguments": {"city": "Rome"}}],
                 user("Rome weather\n")),
             row(f"{s}-nocall", [weather, calc], [], user("Tell me a joke")),
+            # non-ASCII at the query's ends: Unicode spaces (not a safe cut) and other characters
+            row(f"{s}-uspace", [weather, calc], [{"name": "Calc", "arguments": {"x": 3}}], user("\u3000Add 3")),
+            row(f"{s}-uspace-end", [weather, calc], [{"name": "Calc", "arguments": {"x": 5}}], user("Add 5\u00a0")),
+            row(f"{s}-uends", [calc, weather], [{"name": "Calc", "arguments": {"x": 4}}], user("Überweise 4 €")),
             row(f"{s}-nested", [_tool("put", {"o": {"type": "object", "description": "o"}})],
                 [{"name": "put", "arguments": {"o": {"a": [1, 2.0, "x, y: z"], "b": {"c": None}}}}], user("Put it")),
         ]

@@ -280,3 +280,42 @@ def test_same_bytes_whatever_the_row_groups_of_the_input(corpus, tmp_path, monke
         res = prepare(config(tmp_path, workers=1), examples, tmp_path / f"out{k}")
         hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens)])
     assert hashes[0] == hashes[1] == hashes[2]
+
+
+@pytest.mark.skipif(not prep.fastprep.enabled(), reason="the C extension is not built")
+@pytest.mark.parametrize("tokenize", [False, True])
+def test_deferred_emits_give_the_same_bytes_surface_their_errors_and_stop(corpus, tmp_path, monkeypatch, tokenize):
+    """In one process the kernel's emit of a block runs on the emit thread while the next block
+    is parsed: the same bytes as emitting in place; an error there fails the run (no output
+    left) and the thread ends with the run."""
+    import threading
+
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
+    submitted = []
+    real_submit = prep.Engine._submit
+    monkeypatch.setattr(prep.Engine, "_submit", lambda self, emit: submitted.append(1) or real_submit(self, emit))
+    deferred = prepare(config(tmp_path), corpus[0], tmp_path / "deferred", tokenize=tokenize)
+    assert len(submitted) > 10  # every block's splits, pass 1 and pass 2
+
+    in_place = tmp_path / "in_place"
+    with monkeypatch.context() as m:
+        m.setattr(prep.Engine, "defer", property(lambda self: False, lambda self, value: None), raising=False)
+        direct = prepare(config(tmp_path), corpus[0], in_place, tokenize=tokenize)
+    arts = ("train", "eval", "train_tokens", "eval_tokens", "rejects")
+    assert [getattr(deferred, a) and getattr(deferred, a).content_hash for a in arts] == \
+        [getattr(direct, a) and getattr(direct, a).content_hash for a in arts]
+
+    calls = []
+    real_output = prep.Engine._fast_output
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("emit went wrong")
+        return real_output(self, *args, **kwargs)
+
+    monkeypatch.setattr(prep.Engine, "_fast_output", failing)
+    with pytest.raises(RuntimeError, match="emit went wrong"):
+        prepare(config(tmp_path), corpus[0], tmp_path / "failed", tokenize=tokenize)
+    assert not list((tmp_path / "failed").glob("*.parquet"))
+    assert not any(t.name.startswith("hammer-prepare-emit") for t in threading.enumerate())
