@@ -340,6 +340,7 @@ class Engine:
             result.analysis[split] = Analysis(index=members + start, ids=[rows.ids[i] for i in idx], elig=elig,
                                               no_call=n_no_call, tools=tools,
                                               ranks={v: ranks[members, j] for j, v in enumerate(r.variants)})
+
             def fallback(idx: list[int] = idx, split: str = split) -> SplitOutput:
                 rows.sparse = False  # the Python path for this split of the block (lists made at once)
                 return self._emit(rows, idx, _LazyParse(self, rows, py), split)
@@ -1376,8 +1377,9 @@ class _Facts:
             self.tools.extend(a.tools)
         for variant, flag in _ELIGIBLE.items():
             self.eligible[variant] += sum(map(attrgetter(flag), a.elig))
-        for variant, parts in self.ranks.items():
-            parts.append(a.ranks[variant] if a.ranks is not None else ranks(self.seed, f"{variant}:{self.split}", a.ids))
+        for variant, parts in self.ranks.items():  # made with the ids' other hashes in C, or here
+            parts.append(a.ranks[variant] if a.ranks is not None
+                         else ranks(self.seed, f"{variant}:{self.split}", a.ids))
 
     def ranked(self) -> dict[str, np.ndarray]:
         return {v: np.concatenate(parts) if parts else np.zeros(0, np.uint64) for v, parts in self.ranks.items()}
