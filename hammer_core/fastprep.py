@@ -32,8 +32,8 @@ Disable with ``HAMMER_FASTPREP=0`` (the output is the same).
 from __future__ import annotations
 
 import warnings
-from json.encoder import encode_basestring
 from collections.abc import Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 import numpy as np
