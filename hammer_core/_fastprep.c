@@ -1549,19 +1549,6 @@ static int sink_bytes(Sink *s, const char *p, Py_ssize_t n) {
     return buf_add(s->buf, p, n);
 }
 
-/* a Python list of str fragments into a token sink */
-static int sink_list(Sink *s, PyObject *frags) {
-    PyObject *f = PySequence_Fast(frags, "fragments");
-    if (!f) return -1;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(f); i++) {
-        Py_ssize_t n;
-        const char *u = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(f, i), &n);
-        if (!u || sink_bytes(s, u, n) < 0) { Py_DECREF(f); return -1; }
-    }
-    Py_DECREF(f);
-    return 0;
-}
-
 /* One UTF-8 sequence at s[0..n) decoded strictly as Python does (no overlong forms, no
  * surrogates, at most U+10FFFF): its length, 0 when invalid. */
 static int utf8_one(const unsigned char *s, Py_ssize_t n, uint32_t *cp) {

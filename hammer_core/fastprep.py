@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from hammer_core.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView, _free_chars,
-                                  compiled_switched_off)
+                                  compiled_switched_off, key_prefix)
 from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _tool_fragments
 
 try:
@@ -172,8 +172,8 @@ class FastKernel:
         spec = _strcol(ids)
         if spec is None or ids.null_count:
             return None
-        prefixes = [(f"{seed}\x1f{t}\x1f".encode(), f"{seed}\x1f{e}\x1f".encode()) for t, e in rank_purposes]
-        keys, evals, ranks = _fastprep.hash_ids(spec, f"{seed}\x1fmask\x1f".encode(), f"{seed}:split:".encode(),
+        prefixes = [(key_prefix(seed, t), key_prefix(seed, e)) for t, e in rank_purposes]
+        keys, evals, ranks = _fastprep.hash_ids(spec, key_prefix(seed, "mask"), f"{seed}:split:".encode(),
                                                 float(eval_fraction), prefixes)
         return (np.frombuffer(keys, dtype=np.uint64), np.frombuffer(evals, dtype=np.uint8).astype(bool),
                 np.frombuffer(ranks, dtype=np.uint64).reshape(len(ids), len(prefixes)))

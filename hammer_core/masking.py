@@ -97,6 +97,12 @@ def stable_key(*parts: Any) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
+def key_prefix(seed: int, purpose: str) -> bytes:
+    """The bytes :func:`stable_key` hashes before the id in ``stable_key(seed, purpose, id)``
+    (what the compiled BLAKE2b of :func:`row_keys` and ``FastKernel.hash_ids`` prepend)."""
+    return f"{seed}\x1f{purpose}\x1f".encode()
+
+
 def mix64(keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
     """splitmix64 of ``key + (counter + 1) * golden`` -- element-wise, uint64 in and out."""
     z = keys.astype(np.uint64) + (counters.astype(np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN)
@@ -127,7 +133,7 @@ def row_keys(seed: int, row_ids: Sequence[str], purpose: str = "mask") -> np.nda
     ids = row_ids if isinstance(row_ids, list) else list(row_ids)
     if _fastprep is not None and not compiled_switched_off():
         try:  # exact str ids only (a TypeError otherwise), UTF-8 encodable
-            return np.frombuffer(_fastprep.keys(f"{seed}\x1f{purpose}\x1f".encode(), ids), dtype=np.uint64).copy()
+            return np.frombuffer(_fastprep.keys(key_prefix(seed, purpose), ids), dtype=np.uint64).copy()
         except (TypeError, UnicodeEncodeError):
             pass  # stable_key's str() and UTF-8 decide (or raise)
     return np.fromiter((stable_key(seed, purpose, rid) for rid in ids), dtype=np.uint64, count=len(ids))

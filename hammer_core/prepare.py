@@ -172,7 +172,7 @@ class Recipe:
         col = table.column("id")
         ids = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
         return fastprep.FastKernel.hash_ids(ids, self.seed, self.eval_fraction,
-                                            [(f"{v}:{SPLITS[0]}", f"{v}:{SPLITS[1]}") for v in self.variants])
+                                            [tuple(rank_purpose(v, s) for s in SPLITS) for v in self.variants])
 
 
 @dataclass
@@ -1379,10 +1379,15 @@ class _Facts:
             self.eligible[variant] += sum(map(attrgetter(flag), a.elig))
         for variant, parts in self.ranks.items():  # made with the ids' other hashes in C, or here
             parts.append(a.ranks[variant] if a.ranks is not None
-                         else ranks(self.seed, f"{variant}:{self.split}", a.ids))
+                         else ranks(self.seed, rank_purpose(variant, self.split), a.ids))
 
     def ranked(self) -> dict[str, np.ndarray]:
         return {v: np.concatenate(parts) if parts else np.zeros(0, np.uint64) for v, parts in self.ranks.items()}
+
+
+def rank_purpose(variant: str, split: str) -> str:
+    """The purpose of the selection ranks of ``variant`` in ``split`` (:func:`ranks`)."""
+    return f"{variant}:{split}"
 
 
 _ELIGIBLE = {VARIANT: "plain", HARD_NEGATIVE: "hard_negative"}  # Eligibility flag of each variant
