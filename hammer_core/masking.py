@@ -295,15 +295,11 @@ def compile_template(tool: dict[str, Any], dump: Any, spec_texts: Sequence[str] 
             params["required"] = [f"{open_}{index[r] + 1}{close}" if r in index else r
                                   for r in params["required"]]
         marked["parameters"] = params
-    text = dump(marked)
-    pattern = re.compile(f"{open_}(\\d+){close}|\"{sopen}(\\d+){sclose}\"")
-    lits, slots, pos = [], [], 0
-    for m in pattern.finditer(text):
-        lits.append(text[pos:m.start()])
-        slots.append(int(m.group(1)) if m.group(1) is not None else -(int(m.group(2)) + 1))
-        pos = m.end()
-    lits.append(text[pos:])
-    full = Template(tuple(lits), tuple(slots))
+    # [lit, name slot, spec slot, lit, ...] in one C call: one of the two slot groups matched
+    parts = re.split(f"{open_}(\\d+){close}|\"{sopen}(\\d+){sclose}\"", dump(marked))
+    lits = parts[0::3]
+    slots = [int(n) if n is not None else -int(s) - 1 for n, s in zip(parts[1::3], parts[2::3])]
+    full = Template(lits, slots)
     if spec_texts is None:
         spec_texts = [dump(s) for s in specs]
     # inline the specs: merge them into the neighbouring literals

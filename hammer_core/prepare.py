@@ -570,12 +570,12 @@ class Engine:
                 frag.check(prompt, target, (values[4 * a:4 * split_at], values[4 * split_at:4 * b]),  # type: ignore[union-attr]
                            ids_a[q].as_py())
         patched = dict(new_msgs)
-        for q in range(0, n, VALIDATE_EVERY):
-            i = int(where[q])
-            row = {"messages": patched.get(q) or rows.messages(i), "tools": tools_a[q].as_py(),
-                   "calls": calls_a[q].as_py()}
+        sample = pa.array(range(0, n, VALIDATE_EVERY), pa.int64())  # the sampled rows' values in bulk
+        sampled = zip(sample.to_pylist(), rows.column("messages").take(pa.array(where[::VALIDATE_EVERY])).to_pylist(),
+                      tools_a.take(sample).to_pylist(), calls_a.take(sample).to_pylist())
+        for q, msgs, tools, calls in sampled:
             try:
-                validate_example(row)
+                validate_example({"messages": patched.get(q) or msgs, "tools": tools, "calls": calls})
             except RowError as err:
                 raise AssertionError(f"prepare produced an invalid row {ids_a[q].as_py()}: {err.reason}: "
                                      f"{err.detail}") from err
@@ -735,9 +735,8 @@ class _KernelParse:
     def eligibility(self, rows: np.ndarray) -> list[Eligibility]:
         """The :class:`Eligibility` of each of ``rows`` from its code (rows parsed by the kernel;
         the others' entries are to be replaced)."""
-        distinct, which = np.unique(self.codes_array[rows], return_inverse=True)
-        table = [_eligibility_of(c) for c in distinct.tolist()]
-        return [table[j] for j in which.tolist()]
+        known = _ELIGIBILITY.get  # (a dict lookup a row: no sort, which would let the GIL go mid-block)
+        return [known(c) or _eligibility_of(c) for c in self.codes_array[rows].tolist()]
 
     @cached_property
     def _lists(self) -> tuple[list[int], list[int]]:  # (tool ids, bounds): Python ints, made once

@@ -584,6 +584,23 @@ def test_artifact_writer_seal_then_publish_or_abort(tmp_path: Path) -> None:
         w.finish()
 
 
+def test_artifact_writer_hash_follows_the_writes(tmp_path: Path) -> None:
+    """The content hash is made as the row groups are written (only the footer at the end):
+    it must be the hash of the published bytes whatever the batching."""
+    rows = [{"source": "s", "location": f"f:{i}", "reason": "bad_json", "detail": "d" * (i % 7),
+             "raw": f"{i}" * 300} for i in range(3000)]
+    for sizes in ([3000], [1, 999, 2000], [700] * 4 + [200]):
+        path = tmp_path / f"{len(sizes)}.parquet"
+        with ArtifactWriter(path, REJECT_SCHEMA, kind="rejects") as w:
+            at = 0
+            for n in sizes:
+                w.write_rows(rows[at:at + n])
+                at += n
+                assert w._hashed > 0  # the file's bytes so far are hashed already
+            art = w.finish()
+        assert art.content_hash == sha256_file(path)
+
+
 # --------------------------------------------------------------------------- synth
 
 
