@@ -1031,6 +1031,19 @@ static int64_t row_eligibility(const Kernel *K, const Parsed *P, const Row *r, c
 
 /* parse(tools col, calls col, msg offsets (buf, offset), roles col, contents col, n)
  *   -> (Parsed, unknown tool pieces: list of str) */
+/* the separator of a canonical tools list's pieces at or after p: the '}' of },{"name": (it
+ * closes this piece; the next one starts at its '{', 2 bytes on), or NULL for the last piece */
+static const char *next_sep(const char *p, const char *iend) {
+    static const char SEP[] = "},{\"name\":";
+    while (p + 10 <= iend) {
+        p = memchr(p, '}', (size_t)(iend - p));
+        if (!p || p + 10 > iend) return NULL;
+        if (!memcmp(p, SEP, 10)) return p;
+        p++;
+    }
+    return NULL;
+}
+
 static PyObject *kernel_parse(Kernel *self, PyObject *args) {
     PyObject *tspec, *cspec, *mbuf, *rspec, *xspec;
     Py_ssize_t moff, n;
@@ -1089,18 +1102,10 @@ static PyObject *kernel_parse(Kernel *self, PyObject *args) {
         const char *inner = ts + 1, *iend = ts + tn - 1;
         int missing = 0;
         if (inner < iend) {
-            static const char SEP[] = "},{\"name\":";
             const char *p = inner;
             int first = 1;
             for (;;) {
-                const char *q = p;
-                const char *hit = NULL;
-                while (q + 10 <= iend) {
-                    q = memchr(q, '}', (size_t)(iend - q));
-                    if (!q || q + 10 > iend) { q = NULL; break; }
-                    if (!memcmp(q, SEP, 10)) { hit = q; break; }
-                    q++;
-                }
+                const char *hit = next_sep(p, iend);
                 const char *pe = hit ? hit : iend;
                 piece.len = 0;
                 if (!first && ADDL(&piece, "{\"name\":") < 0) goto fail;
@@ -1182,6 +1187,51 @@ static PyObject *parsed_info(Parsed *P, PyObject *noargs) {
 fail:
     Py_XDECREF(st); Py_XDECREF(el); Py_XDECREF(nt); Py_XDECREF(nc); Py_XDECREF(ids);
     return NULL;
+}
+
+/* the tools JSON of the irrelevance rows made from rows (int64 bytes) of this block: each row's
+ * tools list without its gold tools (irrelevance.synthesize_tools, no replacements), cut
+ * from the row's own text -> (int32 offsets bytes, data bytes) */
+static PyObject *parsed_strip_gold(Parsed *P, PyObject *args) {
+    Py_buffer rb;
+    if (!PyArg_ParseTuple(args, "y*", &rb)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = rb.len / 8;
+    Buf data = {0};
+    IVec offs = {0};
+    if (ivec_push(&offs, 0) < 0) goto done;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        int64_t i = ((const int64_t *)rb.buf)[j];
+        if (i < 0 || i >= P->n || P->rows[i].status != ST_OK || !(P->rows[i].elig >> 2)) {
+            PyErr_Format(PyExc_ValueError, "row %lld: not parsed by the kernel, or no gold tool", (long long)i);
+            goto done;
+        }
+        uint64_t gold = (uint64_t)P->rows[i].elig >> 2;
+        Py_ssize_t tn;
+        const char *ts = col_get(&P->tools, i, &tn);
+        const char *p = ts + 1, *iend = ts + tn - 1;
+        int first = 1;
+        if (buf_addc(&data, '[') < 0) goto done;
+        for (int k = 0; p < iend; k++) {
+            const char *hit = next_sep(p, iend);
+            const char *pe = hit ? hit + 1 : iend;
+            if (!(k < 62 && (gold >> k & 1))) {
+                if ((!first && buf_addc(&data, ',') < 0) || buf_add(&data, p, pe - p) < 0) goto done;
+                first = 0;
+            }
+            if (!hit) break;
+            p = hit + 2;
+        }
+        if (buf_addc(&data, ']') < 0) goto done;
+        if (data.len > INT32_MAX) { PyErr_SetString(PyExc_OverflowError, "a block's column exceeds 2 GB"); goto done; }
+        if (ivec_push(&offs, (int32_t)data.len) < 0) goto done;
+    }
+    result = Py_BuildValue("(y#y#)", (const char *)offs.p, offs.len * 4, data.p ? data.p : "", data.len);
+done:
+    PyBuffer_Release(&rb);
+    buf_free(&data);
+    free(offs.p);
+    return result;
 }
 
 /* ------------------------------------------------------------------ masking a row */
@@ -2446,6 +2496,7 @@ static PyMethodDef parsed_methods[] = {
     {"info", (PyCFunction)parsed_info, METH_NOARGS, "per-row status, eligibility, tool ids, no-call flags"},
     {"plan", (PyCFunction)parsed_plan, METH_VARARGS, "output rows that need Python"},
     {"emit", (PyCFunction)parsed_emit, METH_VARARGS, "the output rows"},
+    {"strip_gold", (PyCFunction)parsed_strip_gold, METH_VARARGS, "the irrelevance rows' tools JSON"},
     {NULL}};
 
 static PyTypeObject KernelType = {

@@ -88,8 +88,8 @@ from hammer_core import fastprep
 from hammer_core.artifacts import Artifact, ArtifactWriter, atomic_write_json
 from hammer_core.config import PipelineConfig
 from hammer_core.formats import RowError
-from hammer_core.irrelevance import HARD_NEGATIVE, VARIANT, Eligibility, ToolPool, eligibility, plan_counts, ranks, \
-    select_rows, synthesize, synthesize_tools, synthesized_row
+from hammer_core.irrelevance import HARD_NEGATIVE, SUFFIX, VARIANT, Eligibility, ToolPool, eligibility, plan_counts, \
+    ranks, select_rows, synthesize, synthesize_tools, synthesized_row
 from hammer_core.masking import (CompiledTool, Masker, RowView, ToolCache, copy_keys, dedup_by_name,
                                  output_identity, parse_json, plain_view, row_keys, streams, words_needed)
 from hammer_core.prompts import prompt_fragments, target_fragments
@@ -378,6 +378,8 @@ class Engine:
         """:meth:`synthesized` with the kernel's parse of the source rows; the synthesized rows are
         built column-wise (messages, source and task taken over in Arrow)."""
         k = _KernelParse.of(parsed_c, src.n)
+        if not k.status.any() and all(v == VARIANT and reps is None for v, reps in plans):
+            return self._plain_synthesized(src, parsed_c, k, splits)
         cols: dict[str, dict[str, list]] = {s: {"pos": [], "id": [], "tools": [], "parent_id": [], "variant": []}
                                             for s in SPLITS}
         # every row of a pass-2 block is used: whole columns as lists, not one Arrow scalar a row
@@ -400,15 +402,40 @@ class Engine:
             c["tools"].append(row["tools"])
             c["parent_id"].append(row["parent_id"])
             c["variant"].append(variant)
+        return self._synthesized_output(src, {
+            split: (pa.array(c["pos"], pa.int64()), pa.array(c["id"], pa.string()), pa.array(c["tools"], pa.string()),
+                    pa.array(c["parent_id"], pa.string()), pa.array(c["variant"], pa.string()))
+            for split, c in cols.items()})
+
+    def _plain_synthesized(self, src: "_Columns", parsed_c: Any, k: "_KernelParse", splits: Sequence[str]
+                           ) -> BlockResult:
+        """:meth:`_fast_synthesized` of a block whose rows the kernel parsed, all for plain
+        irrelevance: the rows' columns made whole (the tools lists cut by the kernel)."""
+        in_split = np.array(splits)
+        columns = {}
+        for split in SPLITS:
+            pos = np.flatnonzero(in_split == split)
+            if len(pos) and not (k.codes_array[pos] >> 2).all():
+                rid = src.ids[int(pos[np.flatnonzero(k.codes_array[pos] >> 2 == 0)[0]])]
+                raise AssertionError(f"row {rid!r} was selected for {VARIANT} but has no gold tool")
+            take = pa.array(pos, pa.int64())
+            ids, parents = src.column("id").take(take), src.column("parent_id").take(take)
+            has_parent = pc.fill_null(pc.not_equal(parents, ""), False)  # synthesized_row: parent or the id
+            columns[split] = (take, pc.binary_join_element_wise(ids, SUFFIX[VARIANT], ""),
+                              fastprep.string_array(len(pos), *parsed_c.strip_gold(pos.tobytes())),
+                              pc.if_else(has_parent, parents, ids), pa.array([VARIANT] * len(pos), pa.string()))
+        return self._synthesized_output(src, columns)
+
+    def _synthesized_output(self, src: "_Columns", columns: dict[str, tuple[pa.Array, ...]]) -> BlockResult:
+        """The outputs of synthesized rows given, per split, (source positions, id, tools,
+        parent_id, variant): "no call" rows with their source rows' source, task and messages."""
         result = BlockResult({})
-        for split, c in cols.items():
-            take = pa.array(c["pos"], pa.int64())
-            n = len(c["pos"])
+        for split, (take, ids, tools, parents, variants) in columns.items():
+            n = len(take)
             table = pa.Table.from_arrays([
-                pa.array(c["id"], pa.string()), src.column("source").take(take), src.column("task").take(take),
-                src.column("messages").take(take), pa.array(c["tools"], pa.string()),
-                pa.array(["[]"] * n, pa.string()), pa.array(c["parent_id"], pa.string()),
-                pa.array(c["variant"], pa.string())], schema=EXAMPLE_SCHEMA)
+                ids, src.column("source").take(take), src.column("task").take(take),
+                src.column("messages").take(take), tools, pa.array(["[]"] * n, pa.string()), parents, variants],
+                schema=EXAMPLE_SCHEMA)
             rows = _Columns(table, sparse=True)
             idx = list(range(n))
 

@@ -15,7 +15,7 @@ from hammer_core import fastprep
 from hammer_core.artifacts import write_table
 from hammer_core.config import config_from_dict
 from hammer_core.formats.xlam import normalize_xlam
-from hammer_core.irrelevance import eligibility
+from hammer_core.irrelevance import eligibility, synthesize_tools
 from hammer_core.masking import NameGenerator, mix64, row_keys, stable_key
 from hammer_core.modeling import load_tiny_tokenizer
 from hammer_core.schema import dumps, examples_table
@@ -189,10 +189,19 @@ def test_kernel_takes_the_common_rows_and_hands_the_others_to_python(corpus):
     by_id = {r["id"]: k for k, r in enumerate(corpus[1])}
     python = {r["id"] for r, s in zip(corpus[1], status) if s}
     assert python == {r["id"] for r in corpus[1] if r["id"].endswith(("-multi", "-noncanon"))}
+    gold_rows = []
     for i, r in enumerate(corpus[1]):  # the kernel's eligibility is irrelevance.eligibility
         if not status[i]:
             tools, calls = engine._parse(rows, i)
             assert prep._eligibility_of(codes[i]) == eligibility(tools, calls), r["id"]
+            if eligibility(tools, calls).gold:
+                gold_rows.append((i, synthesize_tools(tools, eligibility(tools, calls).gold)))
+    # the irrelevance rows' tools as the kernel cuts them: irrelevance.synthesize_tools
+    assert len(gold_rows) > 20
+    offsets, data = parsed.strip_gold(np.array([i for i, _ in gold_rows[::-1]], dtype=np.int64).tobytes())
+    assert fastprep.string_array(len(gold_rows), offsets, data).to_pylist() == [t for _, t in gold_rows[::-1]]
+    with pytest.raises(ValueError, match="no gold tool"):
+        parsed.strip_gold(np.array([int(np.flatnonzero(status)[0])], dtype=np.int64).tobytes())
     # masked rows whose gold arguments use a default (perturbed by masking) go to Python
     idx = np.arange(len(corpus[1]), dtype=np.int64)
     keys = prep.copy_keys(row_keys(recipe.seed, [r["id"] for r in corpus[1]]), 0).astype(np.uint64)
