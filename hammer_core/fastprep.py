@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from hammer_core.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView, _free_chars,
+from hammer_core.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView,
                                   compiled_switched_off, key_prefix)
-from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _tool_fragments
+from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, _tool_fragments
 
 try:
     from hammer_core import _fastprep
@@ -101,22 +101,13 @@ class FastKernel:
     def _intern(self, kind: str, value: Any) -> int:
         return self._ids.setdefault((kind, value), len(self._ids))
 
-    def register(self, ct: CompiledTool) -> bool:
-        """Register a compiled tool (False: its prompt templates could not be mapped; rows with it
-        then go to Python)."""
+    def register(self, ct: CompiledTool) -> None:
+        """Register a compiled tool: its name, parameters and defaults, and the templates of its
+        canonical JSON and of its prompt forms (the same ones the Python path fills)."""
         names = [ct.name, *ct.params]
-        open_, close = _free_chars(ct.text + HEAD, 2)
-        sentinels = [f"{open_}{i}{close}" for i in range(len(names))]
-        slot_of = {s: i for i, s in enumerate(sentinels)}
-        shown, plain = [], []
-        for pos in range(4):
-            out: list[str] = []
-            _tool_fragments(ToolView(ct, sentinels), True, pos, out)
-            lits, slots = out[0::2], out[1::2]
-            if len(out) % 2 != 1 or any(s not in slot_of for s in slots) or \
-                    any(open_ in lit or close in lit for lit in lits):
-                return False
-            shown.append((lits, [slot_of[s] for s in slots]))
+        # masked: the prompt's own templates (what _tool_fragments fills with the row's names)
+        shown = [(t.lits, t.slots) for t in map(_shown(ct).masked_template, range(4))]
+        plain = []
         # unmasked: (lead + head, middle, tail + trail) -- the middle is the same at every position,
         # so the text is cut once (position 0) and the ends re-dressed for the others
         first: list[str] = []
@@ -136,7 +127,6 @@ class FastKernel:
             shown, plain, [(pi, old) for pi, _default, old in ct.defaults])
         assert tool_id == len(self.tools)
         self.tools.append(ct)
-        return True
 
     def parse(self, columns: Any) -> Any | None:
         """The kernel's parse of a block (``prepare._Columns``), new tools registered on the way;
@@ -157,8 +147,10 @@ class FastKernel:
                 return parsed
             for text in unknown:
                 ct = self.cache.get(text) if len(self.tools) < self.MAX_TOOLS else None
-                if ct is None or not self.register(ct):
+                if ct is None:
                     self.kernel.add_bad(text)  # rows with it go to Python
+                else:
+                    self.register(ct)
         return parsed
 
     @staticmethod

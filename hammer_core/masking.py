@@ -281,7 +281,8 @@ def compile_template(tool: dict[str, Any], dump: Any, spec_texts: Sequence[str] 
 
     ``spec_texts`` are the parameter specs as ``dump`` writes them (inlined in the second
     template); ``source`` is any text the sentinels must not collide with; ``dumped`` is
-    ``dump(tool)`` when the caller has it already.
+    ``dump(tool)`` when the caller has it already, or ``""`` when ``source`` holds every
+    private-use character of it (see :func:`holds_its_characters`).
     """
     names, specs = _params(tool)
     open_, close, sopen, sclose = _free_chars(source + (dump(tool) if dumped is None else dumped), 4)
@@ -315,6 +316,15 @@ def compile_template(tool: dict[str, Any], dump: Any, spec_texts: Sequence[str] 
     return full, Template(tuple(ilits), tuple(islots))
 
 
+def holds_its_characters(text: str) -> bool:
+    """Does the JSON ``text`` hold, as they are, every non-ASCII character of what the tool's
+    dumps write (``ensure_ascii=False``: non-ASCII characters are written as they are)? Yes
+    unless it has a ``\\u`` escape. Then a character absent from ``text`` is absent from any
+    dump of its value, even with the prompt's notes (``str`` of a value of it): sentinels can
+    be chosen from ``text`` alone, with no dump made for it."""
+    return "\\u" not in text
+
+
 @dataclass(eq=False, slots=True)
 class CompiledTool:
     """One tool, parsed and compiled once: what masking, irrelevance and rendering need."""
@@ -338,7 +348,8 @@ class CompiledTool:
     def build(cls, text: str, spec: dict[str, Any]) -> "CompiledTool":
         names, props = _params(spec)
         spec_texts = tuple(dumps(p) for p in props)
-        canon, inline = compile_template(spec, dumps, spec_texts, source=text)
+        canon, inline = compile_template(spec, dumps, spec_texts, source=text,
+                                         dumped="" if holds_its_characters(text) else None)
         desc = spec.get("description", "")
         defaults = tuple((i, p["default"], str(p["default"])) for i, p in enumerate(props)
                          if isinstance(p, dict) and _perturbable(p.get("default")))

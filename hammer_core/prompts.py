@@ -30,7 +30,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from hammer_core.masking import CompiledTool, RowView, Template, ToolCache, ToolView, compile_template, \
-    plain_view, value_json
+    holds_its_characters, plain_view, value_json
 from hammer_core.schema import dumps
 
 TASK_INSTRUCTION = (
@@ -118,11 +118,26 @@ class _Shown:
         shown = tool_for_prompt(tool.spec)
         props = list(shown["parameters"]["properties"].values())
         self.spec_texts = [_SPACED(s) for s in props]
-        self.text = _SPACED(shown)
-        self.full, self.template = compile_template(shown, _SPACED, self.spec_texts, source=tool.text,
-                                                    dumped=self.text)
+        if holds_its_characters(tool.text):  # the text: the template filled, not a second dump
+            self.full, self.template = compile_template(shown, _SPACED, self.spec_texts, source=tool.text, dumped="")
+            self.text = self.full.fill([encode_basestring(n)[1:-1] for n in (tool.name, *tool.params)],
+                                       self.spec_texts)
+        else:
+            self.text = _SPACED(shown)
+            self.full, self.template = compile_template(shown, _SPACED, self.spec_texts, source=tool.text,
+                                                        dumped=self.text)
         self.plain: list[tuple[str, ...] | None] = [None] * 4
         self.masked: list[Template | None] = [None] * 4
+
+    def masked_template(self, position: int) -> Template:
+        """The masked form's template at ``position`` (``2 * (not first) + (last)``): the tool's
+        name-slot template with the list's punctuation around it."""
+        template = self.masked[position]
+        if template is None:
+            lits = list(self.template.lits)
+            lits[0], lits[-1] = _LEADS[position >> 1] + lits[0], lits[-1] + _TRAILS[position & 1]
+            template = self.masked[position] = Template(lits, self.template.slots)
+        return template
 
 
 def _shown(tool: CompiledTool) -> _Shown:
@@ -155,11 +170,7 @@ def _tool_fragments(view: ToolView, masked: bool, position: int, out: list[str])
         lits[0], lits[-1] = lead + lits[0], lits[-1] + trail
         template = Template(lits, slots)
     else:
-        template = shown.masked[position]
-        if template is None:
-            lits = list(shown.template.lits)
-            lits[0], lits[-1] = lead + lits[0], lits[-1] + trail
-            template = shown.masked[position] = Template(lits, shown.template.slots)
+        template = shown.masked_template(position)
     out.extend(template.pieces(view.names))  # masked names always stand alone
 
 

@@ -417,6 +417,23 @@ def test_fragments_render_hammers_prompt_exactly(r, seed, history):
     assert "".join(target_fragments(view)) == "```\n" + json.dumps(json.loads(m["calls"]), ensure_ascii=False) + "\n```"
 
 
+@pytest.mark.parametrize("desc", ["Bell \x07 and tab\t", "Private \ue000\ue001 use", 'Quote " and \\ back',
+                                  "Plane ✈ and \u2028 sep", "Default 'x' noted, default is 'x'"])
+def test_tool_prompt_text_is_hammers_with_escapes_and_private_use_characters(desc):
+    """A tool's prompt text and templates are made without a second dump when its JSON has no
+    ``\\u`` escape: control characters (escaped), private-use characters (not sentinels)
+    and the rest must still render exactly."""
+    t = tool("f_x" + desc[:1], {"city": {"type": "string", "description": desc, "default": desc[-3:]},
+                                'n"\\é': {"type": "integer", "description": "n " + desc}}, desc=desc)
+    r = row("r1", "weather " + desc, [t, WEATHER],
+            [{"name": t["name"], "arguments": {"city": "Paris", 'n"\\é': 2}}])
+    for p in (0.0, 1.0):
+        view = mask_row_view(r, Masker.from_config(3, p), 0, ToolCache())
+        m = apply_view(r, view)
+        assert "".join(prompt_fragments(view, r["messages"])) == straightforward_prompt(m["messages"],
+                                                                                        json.loads(m["tools"]))
+
+
 @pytest.fixture(scope="module")
 def tiny_tokenizer():
     from hammer_core.modeling import load_tiny_tokenizer
