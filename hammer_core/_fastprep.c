@@ -106,6 +106,43 @@ static inline int buf_addc(Buf *b, char c) { return buf_add(b, &c, 1); }
 
 static void buf_free(Buf *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
 
+/* a malloc'd buffer handed to Python as it is (buffer protocol, read-only; freed with the object):
+ * the emit's big outputs go to Arrow without a copy */
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    Py_ssize_t n;
+} Blob;
+
+static void blob_dealloc(Blob *b) {
+    free(b->p);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static int blob_getbuffer(Blob *b, Py_buffer *view, int flags) {
+    return PyBuffer_FillInfo(view, (PyObject *)b, b->p ? b->p : (char *)"", b->n, 1, flags);
+}
+
+static PyBufferProcs blob_as_buffer = {(getbufferproc)blob_getbuffer, NULL};
+
+static PyTypeObject BlobType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hammer_core._fastprep.Blob",
+    .tp_basicsize = sizeof(Blob),
+    .tp_dealloc = (destructor)blob_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_as_buffer = &blob_as_buffer,
+    .tp_doc = "bytes made by the kernel, handed over without a copy (buffer protocol)",
+};
+
+/* the n malloc'd bytes at p as a Blob, which owns them from here (freed here on failure) */
+static PyObject *blob_of(void *p, Py_ssize_t n) {
+    Blob *b = PyObject_New(Blob, &BlobType);
+    if (!b) { free(p); return NULL; }
+    b->p = p;
+    b->n = n;
+    return (PyObject *)b;
+}
+
 /* int32 vector */
 typedef struct { int32_t *p; Py_ssize_t len, cap; } IVec;
 
@@ -1410,6 +1447,7 @@ typedef struct {
     Table miss_set;
     Buf miss_data;       /* token mode: the fragments missing from the cache (collected without the GIL) */
     IVec miss_offs;
+    Py_ssize_t hint[5], tok_hint; /* the sizes of the last outputs handed over (reserved for the next) */
 } Out;
 
 static int out_row_end(Out *o) {
@@ -2050,7 +2088,11 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
         if (ivec_push(&o.tok_off, 0) < 0) goto done;
     }
     Sink tsink = {NULL, NULL, K, &o.tok_ids, &o.miss_set, &o.miss_data, &o.miss_offs};
-    for (int c = 0; c < 5; c++) if (ivec_push(&o.offs[c], 0) < 0) goto done;
+    for (int c = 0; c < 5; c++) {
+        if (ivec_push(&o.offs[c], 0) < 0) goto done;
+        if (!o.data[c].cap && o.hint[c] && buf_reserve(&o.data[c], o.hint[c]) < 0) goto done;
+    }
+    if (mode == 2 && !o.tok_ids.cap && o.tok_hint && ivec_reserve(&o.tok_ids, o.tok_hint) < 0) goto done;
     if (mode != 1) save = PyEval_SaveThread();  /* no Python objects below but in mode 1 */
     for (Py_ssize_t t = 0; t < n; t++) {
         int64_t i = ((const int64_t *)ib.buf)[t];
@@ -2171,10 +2213,13 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
         memset(cols, 0, sizeof cols);
         int bad = 0;
         for (int c = 0; c < 5; c++) {
-            cols[c][0] = PyBytes_FromStringAndSize((const char *)o.offs[c].p, o.offs[c].len * 4);
-            cols[c][1] = PyBytes_FromStringAndSize(o.data[c].p ? o.data[c].p : "", o.data[c].len);
-            if (!cols[c][0] || !cols[c][1]) bad = 1;
             if (o.data[c].len > INT32_MAX) bad = 2;
+            cols[c][0] = PyBytes_FromStringAndSize((const char *)o.offs[c].p, o.offs[c].len * 4);
+            o.hint[c] = o.data[c].len;
+            cols[c][1] = blob_of(o.data[c].p, o.data[c].len);  /* the memory goes with it */
+            o.data[c].p = NULL;
+            o.data[c].len = o.data[c].cap = 0;
+            if (!cols[c][0] || !cols[c][1]) bad = 1;
         }
         PyObject *valid = PyBytes_FromStringAndSize(o.valid.p ? o.valid.p : "", o.valid.len);
         PyObject *src = PyBytes_FromStringAndSize((const char *)o.src.p, o.src.len * 4);
@@ -2190,8 +2235,12 @@ static PyObject *parsed_emit(Parsed *P, PyObject *args) {
         Py_INCREF(prompts);
         Py_INCREF(targets);
         if (mode == 2) {
-            tokens = Py_BuildValue("(y#y#y#)", (const char *)o.tok_off.p, o.tok_off.len * 4, (const char *)o.tok_ids.p,
-                                   o.tok_ids.len * 4, (const char *)o.n_prompt.p, o.n_prompt.len * 4);
+            o.tok_hint = o.tok_ids.len;
+            PyObject *ids_blob = blob_of(o.tok_ids.p, o.tok_ids.len * 4);
+            o.tok_ids.p = NULL;
+            o.tok_ids.len = o.tok_ids.cap = 0;
+            tokens = !ids_blob ? NULL : Py_BuildValue("(y#Ny#)", (const char *)o.tok_off.p, o.tok_off.len * 4, ids_blob,
+                                                      (const char *)o.n_prompt.p, o.n_prompt.len * 4);
             if (!tokens) {
                 for (int c = 0; c < 5; c++) { Py_DECREF(cols[c][0]); Py_DECREF(cols[c][1]); }
                 Py_DECREF(valid); Py_DECREF(src); Py_DECREF(prompts); Py_DECREF(targets);
@@ -2530,7 +2579,7 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastprep", "the 
                                        module_methods};
 
 PyMODINIT_FUNC PyInit__fastprep(void) {
-    if (PyType_Ready(&KernelType) < 0 || PyType_Ready(&ParsedType) < 0) return NULL;
+    if (PyType_Ready(&KernelType) < 0 || PyType_Ready(&ParsedType) < 0 || PyType_Ready(&BlobType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     Py_INCREF(&KernelType);

@@ -181,8 +181,9 @@ class FastKernel:
         return ids, variants, parents
 
 
-def string_array(n: int, offsets: bytes, data: bytes, valid: bytes | None = None) -> pa.Array:
-    """An Arrow string array from the kernel's buffers (``valid``: one byte a row)."""
+def string_array(n: int, offsets: Any, data: Any, valid: bytes | None = None) -> pa.Array:
+    """An Arrow string array from the kernel's buffers (bytes-like: ``bytes`` or the kernel's
+    ``Blob``, used without a copy; ``valid``: one byte a row)."""
     bitmap, nulls = None, 0
     if valid is not None:
         v = np.frombuffer(valid, dtype=np.uint8)

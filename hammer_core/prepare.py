@@ -582,7 +582,7 @@ class Engine:
             lengths_a = np.diff(tok_off)
             if n and int(lengths_a.max()) > limit:
                 return None  # trim or reject: the Python path
-            values = c_tokens[1]
+            values = memoryview(c_tokens[1])  # the kernel's buffer, not copied (fastprep.string_array likewise)
             n_prompt = np.frombuffer(c_tokens[2], dtype=np.int32)
             for q in range(0, n, SPOT_CHECK_EVERY):  # the kernel's ids against whole-text tokenization
                 if q in overrides:
@@ -594,8 +594,8 @@ class Engine:
                     target = target_fragments(view)
                 a, b = int(tok_off[q]), int(tok_off[q + 1])
                 split_at = a + int(n_prompt[q])
-                frag.check(prompt, target, (values[4 * a:4 * split_at], values[4 * split_at:4 * b]),  # type: ignore[union-attr]
-                           ids_a[q].as_py())
+                prompt_ids, target_ids = bytes(values[4 * a:4 * split_at]), bytes(values[4 * split_at:4 * b])
+                frag.check(prompt, target, (prompt_ids, target_ids), ids_a[q].as_py())  # type: ignore[union-attr]
         patched = dict(new_msgs)
         sample = pa.array(range(0, n, VALIDATE_EVERY), pa.int64())  # the sampled rows' values in bulk
         sampled = zip(sample.to_pylist(), rows.column("messages").take(pa.array(where[::VALIDATE_EVERY])).to_pylist(),
