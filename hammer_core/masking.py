@@ -724,7 +724,7 @@ def replace_word(text: str, old: str, new: str) -> str:
         return text
     for o, n in ((old, new), (old.capitalize(), new.capitalize()), (old.lower(), new.lower()),
                  (old.upper(), new.upper())):
-        if o:
+        if o and o in text:  # (a form not in the text: nothing to replace, no pattern to run)
             text = re.sub(rf"(?<![\w.]){re.escape(o)}(?!\w|\.\d)", lambda _m, n=n: n, text)
     return text
 
