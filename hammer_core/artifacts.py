@@ -150,12 +150,13 @@ class ArtifactWriter:
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, kind: str,
                  parents: list[Artifact] | None = None,
                  extra: dict[str, Any] | None = None,
-                 dictionary: bool | list[str] = True, statistics: bool | list[str] = True) -> None:
+                 dictionary: bool | list[str] = True, statistics: bool | list[str] = True,
+                 compression: str = "zstd") -> None:
         """``dictionary``: dictionary-encode every column (True), or only these column paths
         (``"messages.list.element.role"`` for a nested one): encoding a column of mostly
         distinct values (prompts, token ids) costs time and saves nothing. ``statistics``:
         min/max statistics for every column, or only these (none for long texts and token ids:
-        nothing filters on them)."""
+        nothing filters on them). ``compression``: the Parquet codec (``"zstd"``, ``"lz4"``)."""
         self.path = Path(path)
         self.schema = schema
         self.kind = kind
@@ -168,7 +169,7 @@ class ArtifactWriter:
         os.close(fd)
         self._tmp = Path(tmp)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._tmp, schema, compression="zstd", use_dictionary=dictionary, write_statistics=statistics)
+            self._tmp, schema, compression=compression, use_dictionary=dictionary, write_statistics=statistics)
         self._sha = hashlib.sha256()  # of the bytes [0, self._hashed) of the temp file
         self._hashed = 0
         self._hash: str | None = None  # set by seal()

@@ -75,6 +75,9 @@ class PrepareConfig(_Strict):
                               "with tools= (slower; the template must render tools)")
     fast_tokenization: bool = Field(True, description="tokenize prompts as cached fragments when that is "
                                                       "exact for the tokenizer (checked); false: whole texts")
+    compression: Literal["zstd", "lz4"] = Field(
+        "zstd", description="codec of the prepared Parquet files: zstd, or lz4 (files ~1.6x larger, "
+                            "~8 % less CPU for the stage and faster to read back; the rows are the same)")
     workers: int = Field(0, ge=0, description="processes (0: one per CPU core but one with the compiled "
                                               "kernel, one per core without it; at most 8); the output "
                                               "does not depend on it")

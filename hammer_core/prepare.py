@@ -1105,10 +1105,11 @@ _STATISTICS = {"examples": ["id", "source", "task", "messages.list.element.role"
 
 
 def _output_writer(path: Path, schema: pa.Schema, kind: str, parents: list[Artifact],
-                   extra: dict[str, Any] | None = None) -> _GroupedWriter:
+                   extra: dict[str, Any] | None = None, compression: str = "zstd") -> _GroupedWriter:
     """The grouped, threaded writer of one of the stage's outputs, with its kind's settings."""
     return _GroupedWriter(ArtifactWriter(path, schema, kind=kind, parents=parents, extra=extra,
-                                         dictionary=_DICTIONARY[kind], statistics=_STATISTICS[kind]))
+                                         dictionary=_DICTIONARY[kind], statistics=_STATISTICS[kind],
+                                         compression=compression))
 
 
 def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -1255,7 +1256,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
             outputs += [("train_tokens", TOKENS_SCHEMA, "tokens", tok_extra),
                         ("eval_tokens", TOKENS_SCHEMA, "tokens", tok_extra)]
         for name, schema, kind, ex in outputs:
-            writers[name] = _output_writer(out / f"{name}.parquet", schema, kind, [examples], ex)
+            writers[name] = _output_writer(out / f"{name}.parquet", schema, kind, [examples], ex, p.compression)
             stack.callback(writers[name].abort)  # after finish(): a no-op
         rejects: list[dict[str, Any]] = []
         totals = {s: _Totals() for s in SPLITS}

@@ -198,6 +198,22 @@ def test_render_only_and_chat_template_format(corpus, tmp_path, tiny_tokenizer_d
     assert text.startswith("<tool_call>") or text.startswith("[]")
 
 
+def test_lz4_compression_writes_the_same_rows(corpus, tmp_path):
+    """prepare.compression: lz4 changes the files' codec (and bytes), never the rows."""
+    zstd = prepare(config(tmp_path, copies=1), corpus[0], tmp_path / "zstd")
+    lz4 = prepare(config(tmp_path, copies=1, compression="lz4"), corpus[0], tmp_path / "lz4")
+    for name in ("train", "eval", "train_tokens", "eval_tokens"):
+        a, b = getattr(zstd, name), getattr(lz4, name)
+        assert a.read().equals(b.read()) and a.content_hash != b.content_hash
+        for path, codec in ((a.path, "ZSTD"), (b.path, "LZ4")):
+            md = pq.ParquetFile(path).metadata.row_group(0)
+            assert {md.column(i).compression for i in range(md.num_columns)} == {codec}
+    assert lz4.train.manifest["extra"]["prepare"]["compression"] == "lz4"
+    assert lz4.summary == zstd.summary
+    with pytest.raises(ConfigError, match="compression"):
+        config_from_dict({"prepare": {"compression": "gzip"}})
+
+
 @pytest.fixture
 def tiny_tokenizer_dir(tmp_path):
     """The shipped tokenizer with a chat template that renders tools (like Qwen2.5's)."""
