@@ -763,7 +763,7 @@ class _KernelParse:
     def eligibility(self, rows: np.ndarray) -> list[Eligibility]:
         """The :class:`Eligibility` of each of ``rows`` from its code (rows parsed by the kernel;
         the others' entries are to be replaced)."""
-        known = _ELIGIBILITY.get  # (a dict lookup a row: no sort, which would let the GIL go mid-block)
+        known = _ELIGIBILITY.get  # a dict lookup a row (a block has few distinct codes): no sort
         return [known(c) or _eligibility_of(c) for c in self.codes_array[rows].tolist()]
 
     @cached_property
