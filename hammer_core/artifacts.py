@@ -13,8 +13,8 @@ hash, and the ``parents`` hashes chain every artifact back to the corpus it came
 
 :func:`write_table` writes a table held in memory; :class:`ArtifactWriter` streams one that
 is not (ingesting a million rows): record batches go to a temp file in the target folder,
-which is hashed and renamed into place only when the writer finishes, so a reader never sees
-a half-written artifact. Written in one batch, both give the same bytes.
+hashed as it grows and renamed into place only when the writer finishes, so a reader never
+sees a half-written artifact. Written in one batch, both give the same bytes.
 """
 
 from __future__ import annotations
