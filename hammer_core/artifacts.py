@@ -70,10 +70,18 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
+    hash_file_from(h, path)
+    return "sha256:" + h.hexdigest()
+
+
+def hash_file_from(h: Any, path: str | os.PathLike, start: int = 0) -> int:
+    """Feed ``h`` the bytes of ``path`` from offset ``start`` to its end; return that end."""
     with open(path, "rb") as f:
+        f.seek(start)
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return "sha256:" + h.hexdigest()
+            start += len(chunk)
+    return start
 
 
 @dataclass(frozen=True)
@@ -186,16 +194,7 @@ class ArtifactWriter:
 
     def _hash_written(self) -> None:
         """Hash what the file has grown by since the last call (from the page cache)."""
-        with open(self._tmp, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > self._hashed:
-                f.seek(self._hashed)
-                while self._hashed < size:
-                    chunk = f.read(min(1 << 20, size - self._hashed))
-                    if not chunk:
-                        break
-                    self._sha.update(chunk)
-                    self._hashed += len(chunk)
+        self._hashed = hash_file_from(self._sha, self._tmp, self._hashed)
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         """Append row dicts (keys of the schema); an empty list writes nothing."""
