@@ -2507,6 +2507,403 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ compile_tool
+ *
+ * masking.compile_template and prompts._Shown for a tool given as its canonical compact JSON
+ * text (what schema.dumps writes of its parse: checked here), by one walk over the text instead
+ * of parsing and dumping marked copies of the tool. For each of the two forms -- the compact
+ * one (",", ":") and the prompt's (", ", ": "; prompts.prompt_spec on every parameter spec:
+ * "x-" keys dropped, "default is '<v>'" appended to the description) -- the template with name
+ * and spec slots, the template with name slots only, and the spec texts; for the prompt form
+ * also the whole text. A slot is 0 for the function name, i + 1 for parameter i's name and
+ * -(i + 1) for parameter i's spec, as in masking.Template.
+ *
+ * Cases left to Python (the function returns None): a text that is not canonical (the templates
+ * are made from the dump of the parse, not from the text); no top-level string "name"; "parameters"
+ * or its "properties" missing or not objects (the prompt form adds them); a "required" entry
+ * that is an array or object (Python raises); a default or description that needs Python's
+ * str() or lower() (not plain ASCII, escapes, lists, objects); more than CT_MAX_MEMBERS keys. */
+
+#define CT_MAX_MEMBERS 256
+#define CT_PYTHON 1 /* return code: a case left to Python */
+
+typedef struct {
+    Py_ssize_t ks, ke, vs, ve; /* key content [ks, ke) without its quotes; value [vs, ve) */
+} Member;
+
+/* end of the JSON value at s[i], -1 if there is none or it is not canonical (scan_value) */
+static Py_ssize_t ct_skip(const char *s, Py_ssize_t n, Py_ssize_t i, int depth) {
+    const char *e = scan_value(s + i, s + n, depth);
+    return e ? e - s : -1;
+}
+
+/* the members of the object at s[i] (ending at or before n); -1: not an object, or too many */
+static int ct_members(const char *s, Py_ssize_t n, Py_ssize_t i, Member *m) {
+    if (i >= n || s[i] != '{') return -1;
+    Py_ssize_t j = i + 1;
+    if (j < n && s[j] == '}') return 0;
+    for (int k = 0; k < CT_MAX_MEMBERS; k++) {
+        if (j >= n || s[j] != '"') return -1;
+        Py_ssize_t ke = ct_skip(s, n, j, 1);
+        if (ke < 0 || ke >= n || s[ke] != ':') return -1;
+        Py_ssize_t ve = ct_skip(s, n, ke + 1, 1);
+        if (ve < 0 || ve >= n) return -1;
+        m[k] = (Member){j + 1, ke - 1, ke + 1, ve};
+        if (s[ve] == '}') return k + 1;
+        if (s[ve] != ',') return -1;
+        j = ve + 1;
+    }
+    return -1;
+}
+
+static inline int ct_key_is(const char *s, const Member *m, const char *key) {
+    size_t n = strlen(key);
+    return (size_t)(m->ke - m->ks) == n && !memcmp(s + m->ks, key, n);
+}
+
+/* printable ASCII without escapes: Python's str() and lower() of it are the bytes' own */
+static int ct_plain(const char *s, Py_ssize_t n) {
+    for (Py_ssize_t j = 0; j < n; j++)
+        if ((unsigned char)s[j] >= 0x80 || s[j] == '\\') return 0;
+    return 1;
+}
+
+/* is needle in hay, ASCII case-insensitively (note.lower() in desc.lower() for plain ASCII) */
+static int ct_icontains(const char *hay, Py_ssize_t hn, const char *needle, Py_ssize_t nn) {
+    for (Py_ssize_t i = 0; i + nn <= hn; i++) {
+        Py_ssize_t j = 0;
+        while (j < nn) {
+            char a = hay[i + j], b = needle[j];
+            if (a >= 'A' && a <= 'Z') a += 32;
+            if (b >= 'A' && b <= 'Z') b += 32;
+            if (a != b) break;
+            j++;
+        }
+        if (j == nn) return 1;
+    }
+    return 0;
+}
+
+/* the JSON value s[i:e] with ", " and ": " between items (json.dumps' default separators) */
+static int ct_respace(Buf *out, const char *s, Py_ssize_t i, Py_ssize_t e) {
+    Py_ssize_t run = i;
+    for (Py_ssize_t j = i; j < e; j++) {
+        char c = s[j];
+        if (c == '"') {
+            for (j++; j < e && s[j] != '"'; j++)
+                if (s[j] == '\\') j++;
+        } else if (c == ',' || c == ':') {
+            if (buf_add(out, s + run, j + 1 - run) < 0 || buf_addc(out, ' ') < 0) return -1;
+            run = j + 1;
+        }
+    }
+    return buf_add(out, s + run, e - run);
+}
+
+/* prompts.prompt_spec of the spec s[vs:ve], written with ", " / ": " separators */
+static int ct_prompt_spec(Buf *out, const char *s, Py_ssize_t vs, Py_ssize_t ve) {
+    if (s[vs] != '{') return ct_respace(out, s, vs, ve);
+    Member m[CT_MAX_MEMBERS];
+    int k = ct_members(s, ve, vs, m);
+    if (k < 0) return CT_PYTHON;
+    int def = -1, desc = -1;
+    for (int j = 0; j < k; j++) {
+        if (ct_key_is(s, &m[j], "default")) def = j;
+        else if (ct_key_is(s, &m[j], "description")) desc = j;
+    }
+    /* str(default), unless the default is None or "" (then no note) */
+    const char *sd = NULL;
+    Py_ssize_t sdn = 0;
+    if (def >= 0) {
+        const char *v = s + m[def].vs;
+        Py_ssize_t vn = m[def].ve - m[def].vs;
+        if (v[0] == '"') {
+            if (vn > 2 && !ct_plain(v + 1, vn - 2)) return CT_PYTHON;
+            if (vn > 2) sd = v + 1, sdn = vn - 2;
+        } else if (vn == 4 && !memcmp(v, "true", 4)) {
+            sd = "True", sdn = 4;
+        } else if (vn == 5 && !memcmp(v, "false", 5)) {
+            sd = "False", sdn = 5;
+        } else if (v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
+            sd = v, sdn = vn; /* str() of a canonical number is its JSON text */
+        } else if (!(vn == 4 && !memcmp(v, "null", 4))) {
+            return CT_PYTHON; /* a list or an object: Python's repr */
+        }
+    }
+    /* the new description: desc.rstrip() + sep + note, unless the note is in it already */
+    Buf nd = {0};
+    int noted = 0;
+    if (sd != NULL) {
+        const char *d = "";
+        Py_ssize_t dn = 0;
+        if (desc >= 0) {
+            const char *dv = s + m[desc].vs;
+            if (dv[0] != '"') return CT_PYTHON; /* str() of a non-string */
+            d = dv + 1, dn = m[desc].ve - m[desc].vs - 2;
+            if (!ct_plain(d, dn)) return CT_PYTHON;
+        }
+        while (dn > 0 && d[dn - 1] == ' ') dn--; /* rstrip(): the only white space left unescaped */
+        if ((dn && (buf_add(&nd, d, dn) < 0 || (d[dn - 1] == '.' ? ADDL(&nd, " ") : ADDL(&nd, ", ")) < 0)) ||
+            ADDL(&nd, "default is '") < 0 || buf_add(&nd, sd, sdn) < 0 || buf_addc(&nd, '\'') < 0)
+            goto fail;
+        Py_ssize_t note = nd.len - (sdn + 13); /* where the note starts */
+        noted = !ct_icontains(d, dn, nd.p + note, sdn + 13);
+    }
+    int first = 1;
+    if (buf_addc(out, '{') < 0) goto fail;
+    for (int j = 0; j < k; j++) {
+        if (m[j].ke - m[j].ks >= 2 && s[m[j].ks] == 'x' && s[m[j].ks + 1] == '-') continue;
+        if ((!first && ADDL(out, ", ") < 0) || buf_add(out, s + m[j].ks - 1, m[j].ke - m[j].ks + 2) < 0 ||
+            ADDL(out, ": ") < 0)
+            goto fail;
+        first = 0;
+        if (j == desc && noted) {
+            if (buf_addc(out, '"') < 0 || buf_add(out, nd.p, nd.len) < 0 || buf_addc(out, '"') < 0) goto fail;
+        } else if (ct_respace(out, s, m[j].vs, m[j].ve) < 0) {
+            goto fail;
+        }
+    }
+    if (noted && desc < 0) { /* a new key: last */
+        if ((!first && ADDL(out, ", ") < 0) || ADDL(out, "\"description\": \"") < 0 || buf_add(out, nd.p, nd.len) < 0 ||
+            buf_addc(out, '"') < 0)
+            goto fail;
+    }
+    buf_free(&nd);
+    return buf_addc(out, '}');
+fail:
+    buf_free(&nd);
+    return -1;
+}
+
+/* one form of a tool being written: its two templates (literal being built + lits and slots so
+ * far), its whole text (prompt form only) and its spec texts */
+typedef struct {
+    int spaced;
+    Buf full, inl, text, spec;
+    PyObject *full_lits, *full_slots, *inl_lits, *inl_slots, *specs;
+} Form;
+
+static int form_init(Form *f, int spaced) {
+    memset(f, 0, sizeof(*f));
+    f->spaced = spaced;
+    f->full_lits = PyList_New(0), f->full_slots = PyList_New(0);
+    f->inl_lits = PyList_New(0), f->inl_slots = PyList_New(0), f->specs = PyList_New(0);
+    return f->full_lits && f->full_slots && f->inl_lits && f->inl_slots && f->specs ? 0 : -1;
+}
+
+static void form_free(Form *f) {
+    buf_free(&f->full), buf_free(&f->inl), buf_free(&f->text), buf_free(&f->spec);
+    Py_XDECREF(f->full_lits), Py_XDECREF(f->full_slots), Py_XDECREF(f->inl_lits), Py_XDECREF(f->inl_slots);
+    Py_XDECREF(f->specs);
+}
+
+static int form_lit(Form *f, const char *p, Py_ssize_t n) {
+    return buf_add(&f->full, p, n) < 0 || buf_add(&f->inl, p, n) < 0 || (f->spaced && buf_add(&f->text, p, n) < 0)
+               ? -1 : 0;
+}
+
+#define FORM_LIT(f, lit) form_lit((f), (lit), (Py_ssize_t)sizeof(lit) - 1)
+
+static int form_sep(Form *f, int first, int kv) {
+    if (kv) return f->spaced ? FORM_LIT(f, ": ") : FORM_LIT(f, ":");
+    if (first) return 0;
+    return f->spaced ? FORM_LIT(f, ", ") : FORM_LIT(f, ",");
+}
+
+/* a JSON value of the tool as this form writes it */
+static int form_copy(Form *f, const char *s, Py_ssize_t vs, Py_ssize_t ve) {
+    if (!f->spaced) return form_lit(f, s + vs, ve - vs);
+    f->spec.len = 0;
+    if (ct_respace(&f->spec, s, vs, ve) < 0) return -1;
+    return form_lit(f, f->spec.p, f->spec.len);
+}
+
+/* the literal built so far as the next of lits, and the slot after it */
+static int push_slot(Buf *cur, PyObject *lits, PyObject *slots, long slot) {
+    PyObject *lit = PyUnicode_DecodeUTF8(cur->p ? cur->p : "", cur->len, "strict");
+    if (!lit) return -1;
+    int rc = PyList_Append(lits, lit);
+    Py_DECREF(lit);
+    if (rc < 0) return -1;
+    cur->len = 0;
+    if (slots == NULL) return 0;
+    PyObject *v = PyLong_FromLong(slot);
+    if (!v) return -1;
+    rc = PyList_Append(slots, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* name slot k; the name itself (its JSON content, without the quotes) goes into the text */
+static int form_name(Form *f, long k, const char *name, Py_ssize_t n) {
+    if (push_slot(&f->full, f->full_lits, f->full_slots, k) < 0 || push_slot(&f->inl, f->inl_lits, f->inl_slots, k) < 0)
+        return -1;
+    return f->spaced ? buf_add(&f->text, name, n) : 0;
+}
+
+/* parameter i's spec: a slot of the full template, inlined in the other; its text kept */
+static int form_spec(Form *f, long i, const char *s, Py_ssize_t vs, Py_ssize_t ve) {
+    f->spec.len = 0;
+    int rc = f->spaced ? ct_prompt_spec(&f->spec, s, vs, ve) : buf_add(&f->spec, s + vs, ve - vs);
+    if (rc) return rc;
+    PyObject *text = PyUnicode_DecodeUTF8(f->spec.p ? f->spec.p : "", f->spec.len, "strict");
+    if (!text) return -1;
+    rc = PyList_Append(f->specs, text);
+    Py_DECREF(text);
+    if (rc < 0 || push_slot(&f->full, f->full_lits, f->full_slots, -(i + 1)) < 0) return -1;
+    return buf_add(&f->inl, f->spec.p, f->spec.len) < 0 || (f->spaced && buf_add(&f->text, f->spec.p, f->spec.len) < 0)
+               ? -1 : 0;
+}
+
+/* the members of a tool that its forms rewrite */
+typedef struct {
+    const char *s;
+    Member top[CT_MAX_MEMBERS], params[CT_MAX_MEMBERS], props[CT_MAX_MEMBERS];
+    int n_top, n_params, n_props, name, parameters, properties, required;
+} ToolText;
+
+static int ct_tool(ToolText *t, const char *s, Py_ssize_t n) {
+    t->s = s;
+    t->name = t->parameters = t->properties = t->required = -1;
+    if (ct_skip(s, n, 0, 0) != n || (t->n_top = ct_members(s, n, 0, t->top)) < 0) return CT_PYTHON;
+    for (int j = 0; j < t->n_top; j++) {
+        if (ct_key_is(s, &t->top[j], "name")) t->name = j;
+        else if (ct_key_is(s, &t->top[j], "parameters")) t->parameters = j;
+    }
+    if (t->name < 0 || s[t->top[t->name].vs] != '"' || t->parameters < 0) return CT_PYTHON;
+    Member *pm = &t->top[t->parameters];
+    if ((t->n_params = ct_members(s, pm->ve, pm->vs, t->params)) < 0) return CT_PYTHON;
+    for (int j = 0; j < t->n_params; j++) {
+        if (ct_key_is(s, &t->params[j], "properties")) t->properties = j;
+        else if (ct_key_is(s, &t->params[j], "required")) t->required = j;
+    }
+    if (t->properties < 0) return CT_PYTHON;
+    Member *pp = &t->params[t->properties];
+    if ((t->n_props = ct_members(s, pp->ve, pp->vs, t->props)) < 0) return CT_PYTHON;
+    if (t->required >= 0 && s[t->params[t->required].vs] != '[') t->required = -1; /* not a list: left as it is */
+    return 0;
+}
+
+/* the index of the parameter named by the JSON string s[vs:ve], -1 if none */
+static int ct_param_of(const ToolText *t, Py_ssize_t vs, Py_ssize_t ve) {
+    for (int i = 0; i < t->n_props; i++)
+        if (t->props[i].ke - t->props[i].ks == ve - vs - 2 && !memcmp(t->s + t->props[i].ks, t->s + vs + 1, ve - vs - 2))
+            return i;
+    return -1;
+}
+
+/* the "required" list with the parameters' names as slots (compile_template: a non-name entry
+ * stays as it is; an array or object entry is Python's TypeError) */
+static int form_required(Form *f, const ToolText *t, Py_ssize_t vs, Py_ssize_t ve) {
+    const char *s = t->s;
+    if (FORM_LIT(f, "[") < 0) return -1;
+    Py_ssize_t j = vs + 1;
+    for (int first = 1; j < ve - 1; first = 0) {
+        Py_ssize_t e = ct_skip(s, ve, j, 1);
+        if (e < 0) return CT_PYTHON;
+        if (s[j] == '[' || s[j] == '{') return CT_PYTHON;
+        if (form_sep(f, first, 0) < 0) return -1;
+        int i = s[j] == '"' ? ct_param_of(t, j, e) : -1;
+        if (i >= 0) {
+            if (FORM_LIT(f, "\"") < 0 || form_name(f, i + 1, s + j + 1, e - j - 2) < 0 || FORM_LIT(f, "\"") < 0) return -1;
+        } else if (form_copy(f, s, j, e) < 0) {
+            return -1;
+        }
+        j = e + 1; /* past the comma */
+    }
+    return FORM_LIT(f, "]");
+}
+
+static int form_write(Form *f, const ToolText *t) {
+    const char *s = t->s;
+    int rc;
+    if (FORM_LIT(f, "{") < 0) return -1;
+    for (int j = 0; j < t->n_top; j++) {
+        const Member *m = &t->top[j];
+        if (form_sep(f, j == 0, 0) < 0 || form_lit(f, s + m->ks - 1, m->ke - m->ks + 2) < 0 || form_sep(f, 0, 1) < 0)
+            return -1;
+        if (j == t->name) {
+            if (FORM_LIT(f, "\"") < 0 || form_name(f, 0, s + m->vs + 1, m->ve - m->vs - 2) < 0 || FORM_LIT(f, "\"") < 0)
+                return -1;
+            continue;
+        }
+        if (j != t->parameters) {
+            if (form_copy(f, s, m->vs, m->ve) < 0) return -1;
+            continue;
+        }
+        if (FORM_LIT(f, "{") < 0) return -1;
+        for (int q = 0; q < t->n_params; q++) {
+            const Member *pm = &t->params[q];
+            if (form_sep(f, q == 0, 0) < 0 || form_lit(f, s + pm->ks - 1, pm->ke - pm->ks + 2) < 0 ||
+                form_sep(f, 0, 1) < 0)
+                return -1;
+            if (q == t->properties && t->n_props) {
+                if (FORM_LIT(f, "{") < 0) return -1;
+                for (int i = 0; i < t->n_props; i++) {
+                    const Member *p = &t->props[i];
+                    if (form_sep(f, i == 0, 0) < 0 || FORM_LIT(f, "\"") < 0 || form_name(f, i + 1, s + p->ks, p->ke - p->ks) < 0 ||
+                        FORM_LIT(f, "\"") < 0 || form_sep(f, 0, 1) < 0)
+                        return -1;
+                    if ((rc = form_spec(f, i, s, p->vs, p->ve)) != 0) return rc;
+                }
+                if (FORM_LIT(f, "}") < 0) return -1;
+            } else if (q == t->properties) { /* no parameters: the prompt form still rewrites nothing */
+                if (form_copy(f, s, pm->vs, pm->ve) < 0) return -1;
+            } else if (q == t->required && t->n_props) {
+                if ((rc = form_required(f, t, pm->vs, pm->ve)) != 0) return rc;
+            } else if (form_copy(f, s, pm->vs, pm->ve) < 0) {
+                return -1;
+            }
+        }
+        if (FORM_LIT(f, "}") < 0) return -1;
+    }
+    if (FORM_LIT(f, "}") < 0) return -1;
+    /* the last literals */
+    return push_slot(&f->full, f->full_lits, NULL, 0) < 0 || push_slot(&f->inl, f->inl_lits, NULL, 0) < 0 ? -1 : 0;
+}
+
+static PyObject *form_result(Form *f, int with_text) {
+    PyObject *fl = PyList_AsTuple(f->full_lits), *fs = PyList_AsTuple(f->full_slots);
+    PyObject *il = PyList_AsTuple(f->inl_lits), *is = PyList_AsTuple(f->inl_slots), *sp = PyList_AsTuple(f->specs);
+    PyObject *text = with_text ? PyUnicode_DecodeUTF8(f->text.p ? f->text.p : "", f->text.len, "strict") : NULL;
+    PyObject *r = NULL;
+    if (fl && fs && il && is && sp && (text || !with_text))
+        r = with_text ? PyTuple_Pack(6, fl, fs, il, is, sp, text) : PyTuple_Pack(5, fl, fs, il, is, sp);
+    Py_XDECREF(fl), Py_XDECREF(fs), Py_XDECREF(il), Py_XDECREF(is), Py_XDECREF(sp), Py_XDECREF(text);
+    return r;
+}
+
+/* compile_tool(text) -> ((full lits, full slots, inline lits, inline slots, spec texts),
+ *                        (the same for the prompt form, + its text)) or None */
+static PyObject *py_compile_tool(PyObject *mod, PyObject *args) {
+    PyObject *text;
+    if (!PyArg_ParseTuple(args, "U", &text)) return NULL;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    if (!s) { /* lone surrogates: Python's */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    ToolText *t = malloc(sizeof(ToolText));
+    if (!t) return PyErr_NoMemory();
+    Form compact, prompt;
+    PyObject *r = NULL;
+    int ok = (form_init(&compact, 0) == 0) & (form_init(&prompt, 1) == 0); /* both, for form_free */
+    int rc = ok ? ct_tool(t, s, n) : -1;
+    if (rc == 0) rc = form_write(&compact, t);
+    if (rc == 0) rc = form_write(&prompt, t);
+    if (rc == 0) {
+        PyObject *a = form_result(&compact, 0), *b = a ? form_result(&prompt, 1) : NULL;
+        if (a && b) r = PyTuple_Pack(2, a, b);
+        Py_XDECREF(a), Py_XDECREF(b);
+    } else if (rc == CT_PYTHON && !PyErr_Occurred()) {
+        r = Py_NewRef(Py_None);
+    }
+    form_free(&compact), form_free(&prompt);
+    free(t);
+    return r;
+}
+
 /* ------------------------------------------------------------------ module functions (tests) */
 
 static PyObject *py_mix64(PyObject *mod, PyObject *args) {
@@ -2573,6 +2970,7 @@ static PyMethodDef module_methods[] = {
     {"gen_name", py_gen_name, METH_VARARGS, "NameGenerator name of one index: (key, lo, hi, index)"},
     {"hash_ids", py_hash_ids, METH_VARARGS, "row keys (BLAKE2b-64) and split flags (SHA-256) of an id column"},
     {"keys", py_keys, METH_VARARGS, "BLAKE2b-64 keys of prefix + id for a list of str ids"},
+    {"compile_tool", py_compile_tool, METH_VARARGS, "the templates of a canonical tool text (None: Python's case)"},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastprep", "the prepare stage's hot path", -1,

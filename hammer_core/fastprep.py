@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from hammer_core.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView,
                                   compiled_switched_off, key_prefix)
-from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, _tool_fragments
+from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, _tool_fragments, dressed
 
 try:
     from hammer_core import _fastprep
@@ -105,8 +105,10 @@ class FastKernel:
         """Register a compiled tool: its name, parameters and defaults, and the templates of its
         canonical JSON and of its prompt forms (the same ones the Python path fills)."""
         names = [ct.name, *ct.params]
-        # masked: the prompt's own templates (what _tool_fragments fills with the row's names)
-        shown = [(t.lits, t.slots) for t in map(_shown(ct).masked_template, range(4))]
+        # masked: the prompt's own templates (what _tool_fragments fills with the row's names:
+        # _Shown.masked_template's pieces, made here without the Template objects)
+        template = _shown(ct).template
+        shown = [(dressed(template.lits, pos), template.slots) for pos in range(4)]
         plain = []
         # unmasked: (lead + head, middle, tail + trail) -- the middle is the same at every position,
         # so the text is cut once (position 0) and the ends re-dressed for the others

@@ -347,9 +347,15 @@ class CompiledTool:
     @classmethod
     def build(cls, text: str, spec: dict[str, Any]) -> "CompiledTool":
         names, props = _params(spec)
-        spec_texts = tuple(dumps(p) for p in props)
-        canon, inline = compile_template(spec, dumps, spec_texts, source=text,
-                                         dumped="" if holds_its_characters(text) else None)
+        extra: dict[str, Any] = {}
+        forms = _compiled_forms(text)
+        if forms is not None:  # the same templates, cut from the text in C
+            (full_lits, full_slots, lits, slots, spec_texts), extra[PROMPT_FORM] = forms
+            canon, inline = Template(full_lits, full_slots), Template(lits, slots)
+        else:
+            spec_texts = tuple(dumps(p) for p in props)
+            canon, inline = compile_template(spec, dumps, spec_texts, source=text,
+                                             dumped="" if holds_its_characters(text) else None)
         desc = spec.get("description", "")
         defaults = tuple((i, p["default"], str(p["default"])) for i, p in enumerate(props)
                          if isinstance(p, dict) and _perturbable(p.get("default")))
@@ -358,7 +364,24 @@ class CompiledTool:
                    signature=((desc if isinstance(desc, str) else "").strip().lower(),
                               tuple(sorted(names))),
                    canon=canon, canon_inline=inline, spec_texts=spec_texts, defaults=defaults,
-                   digest=stable_key("tool", text), param_index={p: i for i, p in enumerate(names)})
+                   digest=stable_key("tool", text), param_index={p: i for i, p in enumerate(names)}, extra=extra)
+
+
+#: ``CompiledTool.extra`` key of the prompt form cut in C (:func:`_compiled_forms`), taken by
+#: ``prompts._Shown`` when it is first made
+PROMPT_FORM = "prompt_form"
+
+
+def _compiled_forms(text: str) -> tuple | None:
+    """The compiled extension's ``compile_tool`` of ``text``: what :func:`compile_template`
+    makes of the tool (compact form) and of its prompt form (``prompts._Shown``), cut from the
+    text in one walk instead of dumping marked copies (several times cheaper a tool). None:
+    compiled paths off, or a case the extension leaves to Python -- among them any text that
+    is not exactly what :func:`schema.dumps` writes of its parse (the templates are made from
+    that dump, not from the text). The Python code below makes the same templates (tested)."""
+    if _fastprep is None or compiled_switched_off():
+        return None
+    return _fastprep.compile_tool(text)
 
 
 def _perturbable(value: Any) -> bool:

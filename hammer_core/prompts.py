@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import Any
 
-from hammer_core.masking import CompiledTool, RowView, Template, ToolCache, ToolView, compile_template, \
+from hammer_core.masking import PROMPT_FORM, CompiledTool, RowView, Template, ToolCache, ToolView, compile_template, \
     holds_its_characters, plain_view, value_json
 from hammer_core.schema import dumps
 
@@ -115,6 +115,14 @@ class _Shown:
     __slots__ = ("text", "template", "full", "spec_texts", "plain", "masked")
 
     def __init__(self, tool: CompiledTool) -> None:
+        self.plain: list[tuple[str, ...] | None] = [None] * 4
+        self.masked: list[Template | None] = [None] * 4
+        form = tool.extra.pop(PROMPT_FORM, None)
+        if form is not None:  # made in C with the tool (masking._compiled_forms): the same texts
+            full_lits, full_slots, lits, slots, spec_texts, self.text = form
+            self.full, self.template, self.spec_texts = Template(full_lits, full_slots), Template(lits, slots), \
+                list(spec_texts)
+            return
         shown = tool_for_prompt(tool.spec)
         props = list(shown["parameters"]["properties"].values())
         self.spec_texts = [_SPACED(s) for s in props]
@@ -126,18 +134,22 @@ class _Shown:
             self.text = _SPACED(shown)
             self.full, self.template = compile_template(shown, _SPACED, self.spec_texts, source=tool.text,
                                                         dumped=self.text)
-        self.plain: list[tuple[str, ...] | None] = [None] * 4
-        self.masked: list[Template | None] = [None] * 4
 
     def masked_template(self, position: int) -> Template:
         """The masked form's template at ``position`` (``2 * (not first) + (last)``): the tool's
         name-slot template with the list's punctuation around it."""
         template = self.masked[position]
         if template is None:
-            lits = list(self.template.lits)
-            lits[0], lits[-1] = _LEADS[position >> 1] + lits[0], lits[-1] + _TRAILS[position & 1]
-            template = self.masked[position] = Template(lits, self.template.slots)
+            template = self.masked[position] = Template(dressed(self.template.lits, position), self.template.slots)
         return template
+
+
+def dressed(lits: Sequence[str], position: int) -> list[str]:
+    """A tool's literal pieces with the list's punctuation around them at ``position``
+    (``2 * (not first) + (last)``)."""
+    out = list(lits)
+    out[0], out[-1] = _LEADS[position >> 1] + out[0], out[-1] + _TRAILS[position & 1]
+    return out
 
 
 def _shown(tool: CompiledTool) -> _Shown:

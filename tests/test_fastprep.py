@@ -4,11 +4,14 @@ bit-exact randomness and hashes, the same eligibility, and byte-identical artifa
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import hammer_core.prepare as prep
 from hammer_core import fastprep
@@ -260,3 +263,142 @@ def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, t
     assert slow.summary == fast.summary
     rows = slow.train.read().to_pylist()
     assert any(json.loads(r["calls"]) == [] for r in rows)
+
+
+# --------------------------------------------------------------------------- compile_tool
+
+def _python_forms(text: str) -> tuple:
+    """What the Python code makes of a tool text: (compact form, prompt form) as compile_tool
+    returns them -- masking.CompiledTool.build and prompts._Shown with the compiled paths off."""
+    from hammer_core.masking import CompiledTool
+    from hammer_core.prompts import _Shown
+    from hammer_core.schema import parse_json
+
+    before = os.environ.get("HAMMER_FASTPREP")
+    os.environ["HAMMER_FASTPREP"] = "0"
+    try:
+        ct = CompiledTool.build(text, parse_json(text))
+        shown = _Shown(ct)
+    finally:
+        if before is None:
+            del os.environ["HAMMER_FASTPREP"]
+        else:
+            os.environ["HAMMER_FASTPREP"] = before
+    return ((ct.canon.lits, ct.canon.slots, ct.canon_inline.lits, ct.canon_inline.slots, ct.spec_texts),
+            (shown.full.lits, shown.full.slots, shown.template.lits, shown.template.slots, tuple(shown.spec_texts),
+             shown.text))
+
+
+def _spec(**kw) -> dict:
+    return {"type": "string", **kw}
+
+
+EDGE_TOOLS = [  # (tool, does the kernel take it)
+    (_tool("f", {"a": _spec(description="A.", default="x"), "b": _spec(description="B ", default=3),
+                 "c": _spec(description="", default=2.5), "d": _spec(default=True), "e": _spec(default=False),
+                 "g": _spec(description="G", default=None), "h": _spec(description="H", default=""),
+                 "i": _spec(description="already: DEFAULT IS 'Q'", default="q"), "j": _spec(default=-0.0),
+                 "k": _spec(description="big", default=10 ** 30), "l": _spec(description="tiny", default=1e-07)}), True),
+    (_tool("g", {"x": {"type": "object", "description": "o", "x-python-type": "Dict", "properties": {
+        "in": {"type": "array", "items": {"type": "string"}}}, "x-other": [1, {"a": None}]}}), True),
+    (_tool("esc \"q\" \\ \n", {"k \"1\"": _spec(description="tab\there \u2028 \x7f \x01 ✈ 😀"),
+                               "k2": _spec(description="d")}, desc="Quotes \" and \\ and \u0000."), True),
+    ({"name": "req", "parameters": {"type": "object", "properties": {"a": _spec(), "b": _spec()},
+                                    "required": ["b", "zz", 1, None, True, "a", "b"]}, "description": "r"}, True),
+    ({"description": "name last", "parameters": {"properties": {"a": _spec(description="d")}, "type": "object"},
+      "name": "late"}, True),
+    (_tool("noparams", {}), True),
+    ({"name": "props-last", "parameters": {"required": ["a"], "properties": {"a": "not an object"}}}, True),
+    (_tool("nondesc", {"a": {"description": ["not", "a", "string"], "default": "x"}}), False),
+    (_tool("listdefault", {"a": _spec(description="d", default=["x"])}), False),
+    (_tool("unicode", {"a": _spec(description="d", default="Zürich")}), False),
+    (_tool("escdefault", {"a": _spec(description="d", default="a\"b")}), False),
+    (_tool("escdesc", {"a": _spec(description="line\n", default="x")}), False),
+    ({"name": 5, "parameters": {"type": "object", "properties": {}}}, False),
+    ({"description": "no name", "parameters": {"type": "object", "properties": {}}}, False),
+    ({"name": "noparams"}, False),
+    ({"name": "listparams", "parameters": []}, False),
+    ({"name": "noprops", "parameters": {"type": "object"}}, False),
+    ({"name": "badreq", "parameters": {"type": "object", "properties": {"a": _spec()}, "required": [["a"]]}}, False),
+]
+
+
+@pytest.mark.parametrize("tool,taken", EDGE_TOOLS, ids=[t["name"] if isinstance(t.get("name"), str) else "nonstr"
+                                                         for t, _ in EDGE_TOOLS])
+def test_compile_tool_makes_the_python_templates(tool, taken):
+    """compile_tool cuts, from a tool's canonical text, exactly the templates and texts that
+    masking.compile_template and prompts._Shown make by dumping marked copies -- or leaves the
+    tool to Python (None) where it would need Python's str(), lower() or its errors."""
+    text = dumps(tool)
+    got = fastprep._fastprep.compile_tool(text)
+    assert (got is not None) == taken
+    if got is not None:
+        assert got == _python_forms(text)
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "f","parameters":{"type":"object","properties":{}}}',  # a space
+    '{"name":"f","parameters":{"type":"object","properties":{"a":{"default":1.50}}}}',  # not repr
+    '{"name":"f","parameters":{"type":"object","properties":{"a":{"default":1E5}}}}',
+    '{"name":"f","parameters":{"type":"object","properties":{"a":{"default":-0}}}}',  # int 0
+    '{"name":"\\u0066","parameters":{"type":"object","properties":{}}}',  # an escape dumps does not write
+    '{"name":"f\\/g","parameters":{"type":"object","properties":{}}}',
+    '{"name":"f\\u001F","parameters":{"type":"object","properties":{}}}',  # upper-case hex
+    '{"name":"f\\u000a","parameters":{"type":"object","properties":{}}}',  # \\n has a short form
+    '{"name":"f\\u0008","parameters":{"type":"object","properties":{}}}',  # so has \\b
+    '{"name":"f","name":"g","parameters":{"type":"object","properties":{}}}',  # a key twice
+    '{"name":"f","parameters":{"type":"object","properties":{"a":{"t":1,"t":2}}}}',
+    '{"name":"f","parameters":{"type":"object","properties":{}}} ',
+])
+def test_compile_tool_takes_only_canonical_texts(text):
+    """The templates are made from the dump of the parse: a text that is not that dump goes to
+    Python (whose templates then differ from the text -- they are the dump's)."""
+    assert fastprep._fastprep.compile_tool(text) is None
+    parsed = json.loads(text)
+    assert fastprep._fastprep.compile_tool(dumps(parsed)) is not None or not isinstance(parsed, dict)
+
+
+def test_compile_tool_matches_python_on_the_corpus_tools(corpus):
+    texts = {dumps(t) for r in corpus[1] for t in json.loads(r["tools"])}
+    taken = 0
+    for text in sorted(texts):
+        got = fastprep._fastprep.compile_tool(text)
+        if got is not None:
+            taken += 1
+            assert got == _python_forms(text), text
+    assert taken >= 0.9 * len(texts)
+
+
+_json_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 20, 10 ** 20),
+                    st.floats(allow_nan=False, allow_infinity=False), _json_text)
+_value = st.recursive(_scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(_json_text, inner, max_size=3)), max_leaves=6)
+
+
+@st.composite
+def _tools(draw):
+    names = draw(st.lists(st.one_of(_json_text, st.sampled_from(["a", "b", "default"])), max_size=4, unique=True))
+    props = {}
+    for n in names:
+        spec = draw(st.dictionaries(st.sampled_from(["type", "description", "default", "x-python-type", "enum"]),
+                                    st.one_of(_value, st.sampled_from(["", "Ab.", "x ", "default is 'a'"])),
+                                    max_size=4))
+        props[n] = spec if draw(st.integers(0, 9)) else draw(_value)
+    params = {"type": "object", "properties": props}
+    if draw(st.booleans()):
+        params["required"] = draw(st.lists(st.one_of(st.sampled_from(names or ["z"]), _scalar), max_size=4))
+    tool = {"name": draw(_json_text), "description": draw(_json_text), "parameters": params}
+    keys = draw(st.permutations(list(tool)))
+    return {k: tool[k] for k in keys}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_tools())
+def test_compile_tool_property(tool):
+    """Random tools (any text in names and descriptions, defaults of every JSON type, keys in
+    any order, required lists with non-names): compile_tool's forms are Python's, or None."""
+    text = dumps(tool)
+    got = fastprep._fastprep.compile_tool(text)
+    if got is not None:
+        assert got == _python_forms(text)
