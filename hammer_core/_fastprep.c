@@ -2,8 +2,9 @@
  *
  * The Python implementation (hammer_core.prepare / masking / prompts) is the oracle: this file
  * reproduces, for the common case, exactly the bytes it writes, and tells the caller which rows
- * it does not handle (they go through Python). Tools are compiled by Python and registered here
- * once (literal pieces + name slots); rows are read straight from Arrow buffers.
+ * it does not handle (they go through Python). Tools are compiled once (literal pieces + name
+ * slots: cut from their canonical text by compile_tool below, or made by Python) and registered
+ * here; rows are read straight from Arrow buffers.
  *
  * Randomness: mix64 (splitmix64 of key + (counter + 1) * golden) and the name generator are
  * bit-exact copies of hammer_core.masking.mix64 / NameGenerator (tested against them).

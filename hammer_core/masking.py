@@ -41,7 +41,9 @@ Speed: tools are compiled once
 Real corpora reuse tools (xLAM: ~3.7k distinct APIs in 60k rows), so a tool's JSON text is
 parsed and *compiled* once (:class:`CompiledTool`, cached by :class:`ToolCache`): its
 canonical JSON is cut into literal text and name slots, and a masked tool is written by
-filling the slots (no JSON parsing or serialization per row). A row's ``tools`` string is cut
+filling the slots (no JSON parsing or serialization per row); with the compiled extension the
+templates are cut from the tool's canonical text in C (:func:`_compiled_forms`), the same ones
+:func:`compile_template` makes by dumping a copy with marked names. A row's ``tools`` string is cut
 into per-tool texts at ``},{"name":`` boundaries; that cut is only trusted when every piece is
 a known tool or parses as a JSON object on its own (which proves the cut right), and the
 whole list is parsed otherwise.
@@ -378,7 +380,8 @@ def _compiled_forms(text: str) -> tuple | None:
     text in one walk instead of dumping marked copies (several times cheaper a tool). None:
     compiled paths off, or a case the extension leaves to Python -- among them any text that
     is not exactly what :func:`schema.dumps` writes of its parse (the templates are made from
-    that dump, not from the text). The Python code below makes the same templates (tested)."""
+    that dump, not from the text). In every case the templates are the ones the Python code
+    (:func:`compile_template` here, ``prompts._Shown``) makes: tests/test_fastprep.py checks it."""
     if _fastprep is None or compiled_switched_off():
         return None
     return _fastprep.compile_tool(text)

@@ -298,7 +298,8 @@ EDGE_TOOLS = [  # (tool, does the kernel take it)
                  "c": _spec(description="", default=2.5), "d": _spec(default=True), "e": _spec(default=False),
                  "g": _spec(description="G", default=None), "h": _spec(description="H", default=""),
                  "i": _spec(description="already: DEFAULT IS 'Q'", default="q"), "j": _spec(default=-0.0),
-                 "k": _spec(description="big", default=10 ** 30), "l": _spec(description="tiny", default=1e-07)}), True),
+                 "k": _spec(description="big", default=10 ** 30),
+                 "l": _spec(description="tiny", default=1e-07)}), True),
     (_tool("g", {"x": {"type": "object", "description": "o", "x-python-type": "Dict", "properties": {
         "in": {"type": "array", "items": {"type": "string"}}}, "x-other": [1, {"a": None}]}}), True),
     (_tool("esc \"q\" \\ \n", {"k \"1\"": _spec(description="tab\there \u2028 \x7f \x01 ✈ 😀"),
