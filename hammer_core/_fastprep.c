@@ -2848,8 +2848,6 @@ static int form_write(Form *f, const ToolText *t) {
                     if ((rc = form_spec(f, i, s, p->vs, p->ve)) != 0) return rc;
                 }
                 if (FORM_LIT(f, "}") < 0) return -1;
-            } else if (q == t->properties) { /* no parameters: the prompt form still rewrites nothing */
-                if (form_copy(f, s, pm->vs, pm->ve) < 0) return -1;
             } else if (q == t->required && t->n_props) {
                 if ((rc = form_required(f, t, pm->vs, pm->ve)) != 0) return rc;
             } else if (form_copy(f, s, pm->vs, pm->ve) < 0) {
