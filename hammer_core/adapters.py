@@ -79,17 +79,13 @@ def load_exported(export_dir: str | Path, dtype: str = "float32"):
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from hammer_core.modeling import DTYPES, load_saved_base
+    from hammer_core.modeling import load_saved_base
 
     export_dir = Path(export_dir)
     manifest = json.loads((export_dir / MANIFEST).read_text())
     base_ref = manifest["base_model"]
     local = export_dir / base_ref
-    if local.exists():
-        base = load_saved_base(local, dtype)
-    else:
-        from transformers import AutoModelForCausalLM
-        base = AutoModelForCausalLM.from_pretrained(base_ref, dtype=DTYPES[dtype], use_safetensors=True)
+    base = load_saved_base(local if local.exists() else base_ref, dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(export_dir / manifest["tokenizer"]))
     tasks = manifest["tasks"]
     model = PeftModel.from_pretrained(base, str(export_dir / manifest["adapters"][tasks[0]]),

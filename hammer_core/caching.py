@@ -205,15 +205,23 @@ def _tokenizer_identity(cfg: PipelineConfig) -> dict[str, Any]:
 
         ident["files"] = _local_tree(str(TINY_TOKENIZER_DIR), weights_by_stat=False)
     else:
-        ident["files"] = _local_tree(name, weights_by_stat=False)
+        ident["files"] = _local_tree(_model_files(name), weights_by_stat=False)
     return ident
 
 
 def _model_identity(cfg: PipelineConfig) -> dict[str, Any]:
     ident: dict[str, Any] = {"config": cfg.model.model_dump(mode="json"), "tokenizer": _tokenizer_identity(cfg)}
     if cfg.model.name_or_path != TINY_MODEL:
-        ident["files"] = _local_tree(cfg.model.name_or_path, weights_by_stat=True)
+        ident["files"] = _local_tree(_model_files(cfg.model.name_or_path), weights_by_stat=True)
     return ident
+
+
+def _model_files(name_or_path: str) -> str:
+    """Where a model's files are: the GGUF file behind a preset or .gguf path, else the name."""
+    from hammer_core.model.presets import gguf_source
+
+    source = gguf_source(name_or_path)
+    return str(source) if source is not None else name_or_path
 
 
 def _source_fingerprints(cfg: PipelineConfig) -> list[Any] | None:

@@ -2,10 +2,11 @@
 
 ``model.name_or_path: hammer-tiny-qwen2`` (the default) builds a small Qwen2-architecture
 model with random init from a config, with the BPE tokenizer this project trains on its own
-text and ships in ``data/tokenizer``. Any other value is handed to
-``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained`` (a hub id such
-as ``Qwen/Qwen2.5-Coder-1.5B-Instruct`` or a local folder); ``trust_remote_code`` stays off
-unless the config turns it on, and weights load from safetensors only.
+text and ships in ``data/tokenizer``. A packaged preset (``smollm2-135m``) or a ``.gguf`` file
+is converted once to a cached safetensors folder (:mod:`hammer_core.model.presets`). Any other
+value is handed to ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``
+(a hub id such as ``Qwen/Qwen2.5-Coder-1.5B-Instruct`` or a local folder); ``trust_remote_code``
+stays off unless the config turns it on, and weights load from safetensors only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
                           Qwen2ForCausalLM)
 
 from hammer_core.config import TINY_MODEL, ModelConfig
+from hammer_core.model.presets import ModelLoadError, resolve
 from hammer_core.paths import DATA_DIR, TINY_TOKENIZER_DIR  # noqa: F401  (re-exported)
 
 
@@ -37,10 +39,6 @@ TINY_ARCH = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, nu
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
-    """The model or tokenizer could not be loaded; the message says what to do."""
-
-
 def is_tiny(cfg: ModelConfig) -> bool:
     return cfg.name_or_path == TINY_MODEL
 
@@ -50,7 +48,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     if name == TINY_MODEL:
         return load_tiny_tokenizer()
     try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code,
+        tok = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=cfg.trust_remote_code,
                                             revision=cfg.revision, local_files_only=_offline())
     except (OSError, ValueError) as err:
         raise ModelLoadError(_load_hint("tokenizer", name, err)) from err
@@ -87,7 +85,7 @@ def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: 
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                cfg.name_or_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+                resolve(cfg.name_or_path), dtype=dtype, trust_remote_code=cfg.trust_remote_code,
                 revision=cfg.revision, use_safetensors=True, local_files_only=_offline())
         except (OSError, ValueError) as err:
             raise ModelLoadError(_load_hint("model", cfg.name_or_path, err)) from err
@@ -97,8 +95,9 @@ def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: 
 
 
 def load_saved_base(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
-    """A base model saved by the train stage (tiny preset) or any local HF folder."""
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype], use_safetensors=True)
+    """A base model saved by the train stage (tiny preset), a preset, a GGUF file, or any
+    folder or hub id ``from_pretrained`` loads."""
+    return AutoModelForCausalLM.from_pretrained(resolve(str(path)), dtype=DTYPES[dtype], use_safetensors=True)
 
 
 def _offline() -> bool:

@@ -1,0 +1,1 @@
+"""Base models: packaged presets and GGUF checkpoints, converted once to a safetensors folder."""
