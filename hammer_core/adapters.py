@@ -74,9 +74,8 @@ def export_adapters(train_dir: str | Path, out_dir: str | Path, *, merged: bool 
     return ExportResult(out, manifest)
 
 
-def load_exported(export_dir: str | Path, dtype: str = "float32"):
-    """(PeftModel with every task adapter loaded, tokenizer, manifest) from an export folder."""
-    from peft import PeftModel
+def load_exported_base(export_dir: str | Path, dtype: str = "float32"):
+    """(base model without any adapter, tokenizer, manifest) of an export folder."""
     from transformers import AutoTokenizer
 
     from hammer_core.modeling import load_saved_base
@@ -86,7 +85,16 @@ def load_exported(export_dir: str | Path, dtype: str = "float32"):
     base_ref = manifest["base_model"]
     local = export_dir / base_ref
     base = load_saved_base(local if local.exists() else base_ref, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(export_dir / manifest["tokenizer"]))
+    base.eval()
+    return base, AutoTokenizer.from_pretrained(str(export_dir / manifest["tokenizer"])), manifest
+
+
+def load_exported(export_dir: str | Path, dtype: str = "float32"):
+    """(PeftModel with every task adapter loaded, tokenizer, manifest) from an export folder."""
+    from peft import PeftModel
+
+    export_dir = Path(export_dir)
+    base, tokenizer, manifest = load_exported_base(export_dir, dtype)
     tasks = manifest["tasks"]
     model = PeftModel.from_pretrained(base, str(export_dir / manifest["adapters"][tasks[0]]),
                                       adapter_name=tasks[0])

@@ -196,6 +196,8 @@ class EvalConfig(_Strict):
                                                    "live, all); empty: none")
     bfcl_max_examples: int | None = Field(None, ge=1, description="cap on questions per BFCL category")
     bfcl_task: str | None = Field(None, description="task adapter used for BFCL (default: the first task)")
+    baseline: bool = Field(False, description="also evaluate the base model zero-shot on the same rows "
+                                              "(held-out and BFCL); its metrics are base/<metric>")
 
     @field_validator("bfcl_categories")
     @classmethod

@@ -31,10 +31,13 @@ The eval stage (:func:`evaluate`)
     * ``robustness/<mode>/{original,renamed,drop}`` -- Hammer's robustness study
       (:mod:`hammer_core.robustness`, ``eval.robustness``), on AST accuracy;
     * ``bfcl/<category>`` and BFCL's summaries (``bfcl/summary/non_live_ast``...) when
-      ``eval.bfcl_categories`` is set (prompts in Hammer's format, adapter ``eval.bfcl_task``).
+      ``eval.bfcl_categories`` is set (prompts in Hammer's format, adapter ``eval.bfcl_task``);
+    * ``base/<metric>`` -- with ``eval.baseline``, the same held-out (and BFCL) metrics of the
+      base model zero-shot, on the same prompts: what the fine-tuning bought.
 
     Files: ``predictions.parquet`` (id, task, target, raw output, parsed calls, verdicts),
-    ``robustness.parquet`` / ``bfcl_predictions.parquet`` when those run, and ``report.md``
+    ``robustness.parquet`` / ``bfcl_predictions.parquet`` / ``base_predictions.parquet`` when those
+    run, and ``report.md``
     with PNG plots (:mod:`hammer_core.reports`).
 """
 
@@ -485,9 +488,8 @@ class EvalResult:
     report: Path | None = None
 
 
-def load_trained(train_dir: str | Path, dtype: str = "float32"):
-    """(CGC-LoRA model, tokenizer) from a train stage output folder."""
-    from hammer_core.cgc_lora import load_cgc_lora
+def load_trained_base(train_dir: str | Path, dtype: str = "float32"):
+    """(base model without any adapter, tokenizer) of a train stage output folder."""
     from hammer_core.modeling import load_saved_base, load_tiny_tokenizer
 
     train_dir = Path(train_dir)
@@ -499,7 +501,16 @@ def load_trained(train_dir: str | Path, dtype: str = "float32"):
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     base = load_saved_base(summary["base_model"], dtype)
-    model = load_cgc_lora(base, train_dir / "adapter")
+    base.eval()
+    return base, tokenizer
+
+
+def load_trained(train_dir: str | Path, dtype: str = "float32"):
+    """(CGC-LoRA model, tokenizer) from a train stage output folder."""
+    from hammer_core.cgc_lora import load_cgc_lora
+
+    base, tokenizer = load_trained_base(train_dir, dtype)
+    model = load_cgc_lora(base, Path(train_dir) / "adapter")
     model.eval()
     return model, tokenizer
 
@@ -538,17 +549,25 @@ class Generator:
     """Greedy generation with a train folder (CGC-LoRA, task-ID gate) or an export folder (one
     PEFT LoRA adapter per task, switched per task group)."""
 
-    def __init__(self, model_dir: str | Path, dtype: str = "float32"):
+    def __init__(self, model_dir: str | Path, dtype: str = "float32", zero_shot: bool = False):
+        """``zero_shot``: the base model the adapters were trained on, without them (the
+        baseline every task is compared with); else the trained model."""
         model_dir = Path(model_dir)
         if (model_dir / "train_summary.json").exists():
-            self.model, self.tokenizer = load_trained(model_dir, dtype)
-            self.tasks: list[str] = list(self.model.config.tasks)
-            self.kind = "cgc_lora"
+            if zero_shot:
+                self.model, self.tokenizer = load_trained_base(model_dir, dtype)
+                from hammer_core.cgc_lora.export import CGC_CONFIG_NAME
+                self.tasks: list[str] = json.loads((model_dir / "adapter" / CGC_CONFIG_NAME).read_text())["tasks"]
+            else:
+                self.model, self.tokenizer = load_trained(model_dir, dtype)
+                self.tasks = list(self.model.config.tasks)
+            self.kind = "base" if zero_shot else "cgc_lora"
         elif (model_dir / "export_manifest.json").exists():
-            from hammer_core.adapters import load_exported
-            self.model, self.tokenizer, manifest = load_exported(model_dir, dtype)
+            from hammer_core.adapters import load_exported, load_exported_base
+            self.model, self.tokenizer, manifest = (load_exported_base if zero_shot else load_exported)(model_dir,
+                                                                                                     dtype)
             self.tasks = list(manifest["tasks"])
-            self.kind = "peft"
+            self.kind = "base" if zero_shot else "peft"
         else:
             raise FileNotFoundError(f"{model_dir} is neither a train output (train_summary.json) nor an "
                                     "export output (export_manifest.json)")
@@ -564,6 +583,8 @@ class Generator:
     def generate(self, prompts: list[list[int]], tasks: list[str], max_new_tokens: int, batch_size: int,
                  progress: bool = True) -> list[str]:
         self.check_tasks(set(tasks), "rows")
+        if self.kind == "base":
+            return generate_calls(self.model, self.tokenizer, prompts, None, max_new_tokens, batch_size, progress)
         if self.kind == "cgc_lora":
             return generate_calls(self.model, self.tokenizer, prompts, [self.tasks.index(t) for t in tasks],
                                   max_new_tokens, batch_size, progress)
@@ -660,9 +681,7 @@ def evaluate(cfg: PipelineConfig, train_dir: str | Path, eval_rows: Artifact, ev
         toks = toks[: cfg.eval.max_examples]
     gen.check_tasks({t["task"] for t in toks}, "eval rows")
     rows = [rows_by_id[t["id"]] for t in toks]
-    texts = gen.generate([t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks],
-                         cfg.eval.max_new_tokens, cfg.eval.batch_size, progress)
-    records = _records(rows, texts)
+    records = _held_out(cfg, gen, rows, toks, progress)
     metrics = compute_metrics(records)
     preds = write_table(pa.Table.from_pylist(records, schema=PRED_SCHEMA), out / "predictions.parquet",
                         kind="predictions", parents=[eval_rows, eval_tokens])
@@ -684,6 +703,31 @@ def evaluate(cfg: PipelineConfig, train_dir: str | Path, eval_rows: Artifact, ev
                     kind="predictions")
         atomic_write_json(out / "bfcl.json", bfcl_result)
 
+    if cfg.eval.baseline:
+        del gen  # one model in memory at a time
+        base = Generator(train_dir, cfg.model.dtype, zero_shot=True)
+        base_records = _held_out(cfg, base, rows, toks, progress)
+        metrics.update({f"{BASELINE}/{k}": v for k, v in compute_metrics(base_records).items()})
+        write_table(pa.Table.from_pylist(base_records, schema=PRED_SCHEMA), out / "base_predictions.parquet",
+                    kind="predictions", parents=[eval_rows, eval_tokens])
+        if cfg.eval.bfcl_categories:
+            base_bfcl, base_bfcl_records = _bfcl(cfg, base, progress)
+            metrics.update({f"{BASELINE}/bfcl/{c}": v["accuracy"] for c, v in base_bfcl["categories"].items()})
+            metrics.update({f"{BASELINE}/bfcl/summary/{k}": v for k, v in base_bfcl["summary"].items()})
+            write_table(pa.Table.from_pylist(base_bfcl_records, schema=BFCL_SCHEMA),
+                        out / "base_bfcl_predictions.parquet", kind="predictions")
+
     atomic_write_json(out / "metrics.json", metrics)
     report = reports.write_eval_report(out, metrics, robustness=study, bfcl=bfcl_result)
     return EvalResult(metrics, preds, report)
+
+
+BASELINE = "base"  # metrics of the zero-shot base model are "base/<metric>" (eval.baseline)
+
+
+def _held_out(cfg: PipelineConfig, gen: Generator, rows: list[dict[str, Any]], toks: list[dict[str, Any]],
+              progress: bool) -> list[dict[str, Any]]:
+    """Prediction records of ``gen`` on the held-out rows (prompts as prepared)."""
+    texts = gen.generate([t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks],
+                         cfg.eval.max_new_tokens, cfg.eval.batch_size, progress)
+    return _records(rows, texts)

@@ -79,8 +79,13 @@ def write_eval_report(out_dir: str | Path, metrics: dict[str, Any], *, robustnes
                       bfcl: dict[str, Any] | None = None) -> Path:
     """``report.md`` + PNGs for the eval stage; returns the markdown's path."""
     out = Path(out_dir)
-    parts = ["# Evaluation report", "", "## Held-out split", "",
-             table(["metric", "value"], [[label, metrics[k]] for k, label in HEADLINE if k in metrics])]
+    parts = ["# Evaluation report", "", "## Held-out split", ""]
+    if any(k.startswith("base/") for k in metrics):  # eval.baseline: the zero-shot base beside it
+        parts += ["The base model zero-shot and the fine-tuned model, on the same prompts.", "",
+                  table(["metric", "base (zero-shot)", "fine-tuned"],
+                        [[label, metrics.get(f"base/{k}", ""), metrics[k]] for k, label in HEADLINE if k in metrics])]
+    else:
+        parts += [table(["metric", "value"], [[label, metrics[k]] for k, label in HEADLINE if k in metrics])]
 
     tasks = sorted(k.split("/", 1)[1] for k in metrics if k.startswith("exact_match/"))
     if tasks:
@@ -129,9 +134,12 @@ def write_eval_report(out_dir: str | Path, metrics: dict[str, Any], *, robustnes
                  "Robustness to renamed functions and parameters", "AST accuracy")
 
     if bfcl:
+        base = any(k.startswith("base/bfcl/") for k in metrics)
         parts += ["", f"## BFCL (adapter: {bfcl['task']})", "",
-                  table(["category", "total", "correct", "accuracy", "parse failures"],
+                  table(["category", "total", "correct", "accuracy", "parse failures"]
+                        + (["base (zero-shot) accuracy"] if base else []),
                         [[c, v["total"], v["correct"], v["accuracy"], v["parse_failures"]]
+                         + ([metrics.get(f"base/bfcl/{c}", "")] if base else [])
                          for c, v in bfcl["categories"].items()])]
         if bfcl.get("summary"):
             parts += ["", table(["BFCL summary", "accuracy"], [[k, v] for k, v in bfcl["summary"].items()])]

@@ -453,3 +453,31 @@ def test_pipeline_logs_the_eval_report_and_plots(pipeline_run):
     metrics_ = client.get_run(reg["run_id"]).data.metrics
     assert {"eval/ast_accuracy", "eval/name_f1", "eval/robustness/both/drop"} <= set(metrics_)
     assert "## Robustness" in (run_dir / "eval" / "report.md").read_text()
+
+
+def test_baseline_scores_the_zero_shot_base_on_the_same_rows(trained, tmp_path):
+    """eval.baseline: the base model without adapters, on the same prompts, as base/<metric>."""
+    from hammer_core import stages
+    from hammer_core.config import load_config
+
+    cfg, root = trained
+    cfg = load_config(DEMO_CONFIG, [f"output_dir={root}", "prepare.max_length=2048", "eval.max_examples=5",
+                                    "eval.max_new_tokens=6", "eval.robustness=false", "eval.baseline=true",
+                                    "eval.bfcl_categories=[irrelevance]", "eval.bfcl_max_examples=2"])
+    res = stages.evaluate(cfg, root / "train", root / "prepare", tmp_path, progress=False)
+    base = pq.read_table(tmp_path / "base_predictions.parquet").to_pylist()
+    tuned = pq.read_table(tmp_path / "predictions.parquet").to_pylist()
+    assert [r["id"] for r in base] == [r["id"] for r in tuned]
+    toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()[:5]
+    plain = evaluation.Generator(root / "train", zero_shot=True)
+    assert plain.kind == "base" and plain.tasks == evaluation.Generator(root / "train").tasks
+    expected = plain.generate([t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks],
+                              max_new_tokens=6, batch_size=8, progress=False)
+    assert [r["output"] for r in base] == expected != [r["output"] for r in tuned]  # the adapters change output
+    assert res.metrics["base/exact_match"] == round(sum(r["correct"] for r in base) / 5, 6)
+    assert res.metrics["base/eval_rows"] == 5 and "base/bfcl/irrelevance" in res.metrics
+    assert len(pq.read_table(tmp_path / "base_bfcl_predictions.parquet")) == 2
+    from_export = evaluation.Generator(root / "export", zero_shot=True)  # the same base under the export
+    assert from_export.generate([t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks],
+                                max_new_tokens=6, batch_size=8, progress=False) == expected
+    assert "base (zero-shot)" in (tmp_path / "report.md").read_text()
