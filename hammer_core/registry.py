@@ -476,6 +476,7 @@ def promote(cfg: PipelineConfig, version: str | int, *, force: bool = False,
         table.append({"metric": metric, "direction": direction, "candidate": c, "champion": h, "delta": delta,
                       "passes": gain is not None and gain > gate.min_delta})
 
+    bases = [(v.tags or {}).get("hammer.base_model") for v in (mv, champ) if v is not None]
     if champ is not None and int(champ.version) == ver:
         promoted, decision = False, "already-champion"
         reason = f"version {ver} is already the champion"
@@ -485,6 +486,11 @@ def promote(cfg: PipelineConfig, version: str | int, *, force: bool = False,
     elif champ is None:
         promoted, decision = True, "promoted"
         reason = "first version: there was no champion yet"
+    elif len(set(bases)) > 1:  # like with like: another base model's scores say nothing about this one
+        promoted, decision = False, "rejected"
+        reason = (f"the champion version {before} is built on base model {bases[1]!r}, this version on "
+                  f"{bases[0]!r}: their metrics are not comparable; give each base model its own "
+                  "registry.model_name, or promote by hand with --force")
     else:
         promoted = all(row["passes"] for row in table)
         decision = "promoted" if promoted else "rejected"

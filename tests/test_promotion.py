@@ -38,12 +38,14 @@ def model(store, monkeypatch):
     exp_id = exp.experiment_id if exp else client.create_experiment("gate", artifact_location=(store / "art").as_uri())
     client.create_registered_model(name)
 
-    def version(**metrics: float) -> int:
+    def version(base: str | None = None, **metrics: float) -> int:
         run = client.create_run(exp_id)
         for k, v in metrics.items():
             client.log_metric(run.info.run_id, f"eval/{k}", v)
         client.set_terminated(run.info.run_id)
-        return int(client.create_model_version(name, source=run.info.artifact_uri, run_id=run.info.run_id).version)
+        tags = {"hammer.base_model": base} if base else None
+        return int(client.create_model_version(name, source=run.info.artifact_uri, run_id=run.info.run_id,
+                                               tags=tags).version)
 
     def champion() -> int | None:
         try:
@@ -153,3 +155,18 @@ def test_promote_command_prints_the_decision_and_exits_1_when_the_gate_says_no(m
     assert champion() == v2
     assert main(["promote", "--config", str(path), "--version", "99"]) == 2  # unknown version: one line
     assert "cannot promote" in capsys.readouterr().err
+
+
+def test_a_champion_of_another_base_model_is_not_compared(model):
+    """A tiny random-init champion that always says "no call" (irrelevance 1.0) must neither block
+    nor be beaten by a real model's scores: the gate compares like with like."""
+    cfg, version, champion, client, name = model
+    tiny = version(base="hammer-tiny-qwen2", call_accuracy=0.0, irrelevance_accuracy=1.0)
+    promote(cfg(), tiny)
+    real = version(base="smollm2-135m", call_accuracy=0.7, irrelevance_accuracy=0.9)
+    res = promote(cfg(), real)
+    assert not res["promoted"] and champion() == tiny
+    assert "'hammer-tiny-qwen2'" in res["reason"] and "registry.model_name" in res["reason"]
+    same = version(base="hammer-tiny-qwen2", call_accuracy=0.1, irrelevance_accuracy=1.0)
+    assert not promote(cfg(), same)["promoted"]  # same base: the usual gate (a tie on irrelevance)
+    assert promote(cfg(), real, force=True)["promoted"] and champion() == real
