@@ -105,7 +105,7 @@ def test_data_flow_is_cached_by_content(tmp_path):
     fifth = hammer_data(config_path=str(cfg_path), overrides=["prepare.seed=12345"], return_state=True)
     assert _task_states(fifth) == {"ingest_task": "Completed", "prepare_task": "Cached"}
     summary = json.loads((run / "ingest" / "summary.json").read_text())
-    assert summary["read"] == 401 and summary["duplicates"] == first.result()["ingest"]["duplicates"] + 1
+    assert summary["examples"] == 401 and summary["duplicates"] == first.result()["ingest"]["duplicates"] + 1
 
     # a row less: new examples, so both run
     lines = (corpus / "travel.jsonl").read_text().splitlines(keepends=True)
