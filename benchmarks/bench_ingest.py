@@ -54,7 +54,7 @@ def work_ingest(corpus: Path, out: Path) -> dict[str, Any]:
 
     start = time.perf_counter()
     result = ingest([SourceSpec(str(corpus), name="synth")], out)
-    return {"seconds": time.perf_counter() - start, "rows": result.summary["read"],
+    return {"seconds": time.perf_counter() - start, "rows": result.summary["examples"],
             "summary": result.summary}
 
 
@@ -216,7 +216,7 @@ def main() -> None:
                 print(f"[{n:,}] {kind}: {size[kind]['rows_per_s']:,.0f} rows/s, "
                       f"peak RSS {size[kind]['peak_rss_mb']:,.0f} MB", flush=True)
             summary = size["ingest"].pop("summary")
-            assert summary["kept"] == n and summary["read"] == n, summary
+            assert summary["kept"] == n and summary["examples"] == n, summary
             figures["sizes"].append(size)
             corpus.unlink()
         figures["bytes_per_row"] = figures["sizes"][0]["corpus_bytes"] / figures["sizes"][0]["rows"]

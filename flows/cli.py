@@ -203,10 +203,20 @@ def _check_prefect_api() -> None:
             "or unset PREFECT_API_URL to run on a temporary local server") from None
 
 
+# Without PREFECT_API_URL Prefect starts a temporary local API for the flow run, in a subprocess
+# that inherits this environment; these are its settings unless the user set them.
+TEMPORARY_PREFECT_SERVER_ENV = {
+    # its default 20 s start-up budget is too tight on a busy 2-core machine
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # its telemetry heartbeat writes to the server's SQLite database while the run starts and
+    # prints a "database is locked" traceback; a throwaway server has nothing to report
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
 def _run_flow(config: str, overrides: list[str]) -> dict[str, Any]:
-    # Without PREFECT_API_URL Prefect starts a temporary local API; its default 20 s start-up
-    # budget is too tight on a busy 2-core machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    for key, value in TEMPORARY_PREFECT_SERVER_ENV.items():
+        os.environ.setdefault(key, value)
     _check_prefect_api()
     _check_registry(load_config(config, overrides))
     from flows.pipeline import hammer_pipeline

@@ -1,14 +1,26 @@
 """Evaluation: parsing model output, scoring calls, greedy generation, and the eval stage.
 
 Parsing (:func:`parse_calls`)
-    Raw output -> ``[{"name", "arguments"}]``: Hammer's JSON list (inside a code fence or
-    not, with stray text around it; one object is a list of one), else BFCL's Python call
-    syntax ``[f(a=1), g.h(b="x")]``. Output that is neither returns None: it counts as "no
-    call" and is reported as a parse failure, never hidden.
+    Raw output -> ``[{"name", "arguments"}]``, the one parser of the eval stage, the served
+    model and ``hammer eval score``. It reads the common output styles:
+
+    * Hammer's JSON list ``[{"name": "f", "arguments": {...}}]``, inside a code fence or not,
+      with stray text around it; ``[]`` is no call;
+    * Hermes / Qwen ``<tool_call>{...}</tool_call>`` blocks, one or several;
+    * Llama 3.x JSON ``{"name": "f", "parameters": {...}}``: one object, a list of them, or
+      several separated by ``;`` or newlines (``<|python_tag|>`` before them is skipped);
+    * Mistral ``[TOOL_CALLS] [{"name": "f", "arguments": {...}}]``;
+    * BFCL's Python call syntax ``[f(a=1), g.h(b="x")]``.
+
+    In every JSON style ``arguments`` may be a JSON string (OpenAI style) and ``parameters`` is
+    read when ``arguments`` is absent (:func:`as_call`). Outside a list, JSON is read only when
+    it is the whole text (or a fenced block), so prose that merely contains braces is not a
+    call. Output that parses in no style returns None: it counts as "no call" and is reported
+    as a parse failure, never hidden.
 
 Scoring predictions (:func:`score_predictions`, ``hammer eval score``)
     Predictions from any model or server, one JSON line each, ``{"id", "calls": [{"name",
-    "arguments"}]}`` or ``{"id", "text": "<raw output>"}``, against BFCL categories
+    "arguments"}]}`` or ``{"id", "text": "<raw output>"}`` (read by :func:`parse_calls`), against BFCL categories
     (``bfcl:simple_python,multiple``, ``bfcl:live``, ``bfcl:all``) or a held-out split of the
     user's own corpora (a canonical examples Parquet, or a prepare folder's ``eval.parquet``).
     Verdicts follow BFCL's AST checker (:mod:`hammer_core.bfcl`); own data also gets Hammer's
@@ -103,49 +115,25 @@ _FENCE = re.compile(r"```(?:json|python|py)?\s*(.*?)```", re.S)
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 
-
-def tool_call_blocks(text: str) -> list[Call] | None:
-    """Calls in the ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` blocks that chat
-    templates with tools (Qwen2.5, Hermes, ...) make models write; ``arguments`` may be an
-    object or a JSON string (OpenAI style), ``parameters`` is read as ``arguments`` (Llama 3).
-    None if there is no block or one block does not parse (an unclosed last block is read up
-    to the end of the text, as generation may stop at the end-of-turn token)."""
-    blocks = _TOOL_CALL.findall(text)
-    if not blocks:
-        return None
-    calls = []
-    for block in blocks:
-        try:
-            obj = json.loads(block)
-        except (json.JSONDecodeError, ValueError, RecursionError):
-            return None
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            return None
-        args = obj.get("arguments", obj.get("parameters", {}))
-        if isinstance(args, str):
-            try:
-                args = json.loads(args) if args.strip() else {}
-            except (json.JSONDecodeError, ValueError, RecursionError):
-                return None
-        if not isinstance(args, dict):
-            return None
-        calls.append({"name": obj["name"], "arguments": args})
-    return calls
+# Markers some chat templates put before the calls: Mistral's ``[TOOL_CALLS]`` and Llama 3.1's
+# ``<|python_tag|>`` (present when special tokens are not skipped in decoding).
+_CALL_MARKERS = ("[TOOL_CALLS]", "<|python_tag|>")
 
 
 def parse_calls(text: str) -> list[Call] | None:
-    """Calls from raw model output (fenced or not, with stray text, or chat-template
-    ``<tool_call>`` blocks); None if nothing parses."""
+    """Calls from raw model output in any of the common styles (see the module docstring);
+    None if nothing parses. ``[]`` is no call."""
     if "<tool_call>" in text:
         return tool_call_blocks(text)
+    for marker in _CALL_MARKERS:
+        text = text.replace(marker, " ")
     fenced = [m.group(1) for m in _FENCE.finditer(text)]
-    candidates = list(fenced)
+    candidates = fenced + [text]
     start, end = text.find("["), text.rfind("]")
     if start != -1 and end > start:
         candidates.append(text[start: end + 1])
-    candidates.append(text)
     for cand in candidates:
-        calls = _json_calls(cand)
+        calls = json_calls(cand)
         if calls is not None:
             return calls
     for cand in fenced + [text]:
@@ -155,17 +143,65 @@ def parse_calls(text: str) -> list[Call] | None:
     return None
 
 
-def _json_calls(text: str) -> list[Call] | None:
-    try:
-        obj = json.loads(text.strip())
-    except (json.JSONDecodeError, ValueError, RecursionError):
+def tool_call_blocks(text: str) -> list[Call] | None:
+    """Calls in the ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` blocks that chat
+    templates with tools (Qwen2.5, Hermes, ...) make models write, each block read by
+    :func:`json_calls`. None if there is no block or one block does not parse (an unclosed last
+    block is read up to the end of the text, as generation may stop at the end-of-turn token)."""
+    blocks = _TOOL_CALL.findall(text)
+    if not blocks:
         return None
-    if isinstance(obj, dict):
-        obj = [obj]
-    if isinstance(obj, list) and all(isinstance(c, dict) and isinstance(c.get("name"), str)
-                                     and isinstance(c.get("arguments", {}), dict) for c in obj):
-        return [{"name": c["name"], "arguments": c.get("arguments", {})} for c in obj]
-    return None
+    calls: list[Call] = []
+    for block in blocks:
+        block_calls = json_calls(block)
+        if block_calls is None:
+            return None
+        calls.extend(block_calls)
+    return calls
+
+
+_JSON_DECODER = json.JSONDecoder()
+_CALL_SEPARATORS = frozenset(" \t\r\n;")
+
+
+def json_calls(text: str) -> list[Call] | None:
+    """Calls in a text that is nothing but JSON: one call object, a list of them, or several of
+    either separated by whitespace or ``;`` (Llama 3.x). Each object is read by :func:`as_call`.
+    None if any part is not a call or anything else is in the text, so prose that merely
+    contains JSON is not taken for calls."""
+    values, i, n, found = [], 0, len(text), False
+    while True:
+        while i < n and text[i] in _CALL_SEPARATORS:
+            i += 1
+        if i == n:
+            break
+        try:
+            value, i = _JSON_DECODER.raw_decode(text, i)
+        except (json.JSONDecodeError, ValueError, RecursionError):
+            return None
+        found = True
+        values.extend(value if isinstance(value, list) else [value])
+        if i < n and text[i] not in _CALL_SEPARATORS:
+            return None
+    if not found:
+        return None
+    calls = [as_call(v) for v in values]
+    return None if any(c is None for c in calls) else calls
+
+
+def as_call(obj: Any) -> Call | None:
+    """One call object as ``{"name", "arguments"}``, or None if it is not one. ``arguments`` may
+    be an object or a JSON string (OpenAI style); without ``arguments``, ``parameters`` is read
+    (Llama 3.x); with neither, the call has no arguments."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return None
+    args = obj["arguments"] if "arguments" in obj else obj.get("parameters", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except (json.JSONDecodeError, ValueError, RecursionError):
+            return None
+    return {"name": obj["name"], "arguments": args} if isinstance(args, dict) else None
 
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -244,15 +280,11 @@ def _py_value(node: ast.AST) -> Any:
 
 
 def as_bfcl(calls: Any) -> Any:
-    """``[{"name", "arguments"}]`` -> BFCL's ``[{name: arguments}]``; malformed items are kept
-    as they are, so BFCL's format check rejects them."""
+    """Calls (any form :func:`as_call` reads) -> BFCL's ``[{name: arguments}]``; malformed items
+    are kept as they are, so BFCL's format check rejects them."""
     if not isinstance(calls, list):
         return calls
-    return [{c["name"]: c.get("arguments", {})} if _is_call(c) else c for c in calls]
-
-
-def _is_call(c: Any) -> bool:
-    return isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
+    return [{k["name"]: k["arguments"]} if (k := as_call(c)) is not None else c for c in calls]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,9 +374,10 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
                 raise ValueError(f"{path}:{n}: duplicate prediction for id {pid!r} (first on line {out[pid].line})")
             if "calls" in obj:
                 raw = obj["calls"]
-                ok = isinstance(raw, list) and all(_is_call(c) for c in raw)
-                parsed = [{"name": c["name"], "arguments": c.get("arguments", {})} for c in raw] if ok else None
-                out[pid] = Prediction(n, as_bfcl(raw), parsed, parse_failed=not ok)
+                parsed = [as_call(c) for c in raw] if isinstance(raw, list) else None
+                if parsed is not None and any(c is None for c in parsed):
+                    parsed = None
+                out[pid] = Prediction(n, as_bfcl(raw), parsed, parse_failed=parsed is None)
             elif isinstance(obj.get("text"), str):
                 parsed = parse_calls(obj["text"])
                 out[pid] = Prediction(n, as_bfcl(parsed) if parsed is not None else None, parsed,

@@ -9,8 +9,10 @@ validates each (:mod:`hammer_core.validation`). Nothing a row contains can stop 
 
 Accounting
 ----------
-``read`` counts *candidate rows*: each target of a parsed record, plus one for each record
-that is unusable as a whole. Every candidate ends in exactly one of three places:
+``records`` counts the input records read (a JSON line, an array item, a dataset row, or an
+unparseable line). ``examples`` counts the *candidate rows* made from them: each target of a
+parsed record (a conversation with two assistant call turns gives two), plus one for each
+record that is unusable as a whole. Every candidate ends in exactly one of three places:
 
 - ``kept``: written to ``examples.parquet``;
 - ``rejected``: written to ``rejects.parquet`` with its reason code, detail, raw text and
@@ -20,11 +22,11 @@ that is unusable as a whole. Every candidate ends in exactly one of three places
   messages, the same tool *set* (tool order ignored) and the same calls (ids ignored). Only
   the count is kept: the twin in ``examples.parquet`` holds the same content.
 
-so ``read == kept + rejected + duplicates``, checked before anything is published. A row with
-the id of a kept row but other content is a ``duplicate_id`` reject. The summary
-(``{read, kept, rejected, duplicates, by_reason, by_task}``) goes into both manifests and
-``summary.json``, with per-source counts that add ``records`` (input records read), the
-format and the input files' sha256.
+so ``examples == kept + rejected + duplicates``, checked before anything is published. A row
+with the id of a kept row but other content is a ``duplicate_id`` reject. The summary
+(``{records, examples, kept, rejected, duplicates, by_reason, by_task}``) goes into both
+manifests and ``summary.json``, with the same counts per source, its format and the input
+files' sha256.
 
 Sources
 -------
@@ -690,9 +692,9 @@ def _iter_source(spec: SourceSpec, seen: SeenRows, fmt: Format | None) -> Iterat
 
 @dataclass(frozen=True)
 class IngestResult:
-    """The two artifacts, the run summary (``read/kept/rejected/duplicates/by_reason/
-    by_task``) and per-source counts (name, path, format, task, files with their sha256,
-    records/read/kept/rejected/duplicates/by_reason)."""
+    """The two artifacts, the run summary (``records/examples/kept/rejected/duplicates/
+    by_reason/by_task``) and per-source counts (name, path, format, task, files with their
+    sha256, records/examples/kept/rejected/duplicates/by_reason)."""
 
     examples: Artifact
     rejects: Artifact
@@ -709,7 +711,7 @@ class _Tally:
     by_reason: Counter[str] = field(default_factory=Counter)
 
     @property
-    def read(self) -> int:
+    def examples(self) -> int:
         return self.kept + self.rejected + self.duplicates
 
 
@@ -767,7 +769,7 @@ def _publish(sources: list[SourceSpec], outcomes_of: Callable[[SourceSpec], tupl
             per_source.append({
                 "name": spec.name, "path": spec.path, "format": fmt_name,
                 "task": spec.task, "files": files(), "records": tally.records,
-                "read": tally.read, "kept": tally.kept, "rejected": tally.rejected,
+                "examples": tally.examples, "kept": tally.kept, "rejected": tally.rejected,
                 "duplicates": tally.duplicates, "by_reason": dict(sorted(tally.by_reason.items())),
             })
         kept_out.write_rows(kept_rows)
@@ -777,14 +779,15 @@ def _publish(sources: list[SourceSpec], outcomes_of: Callable[[SourceSpec], tupl
         for s in per_source:
             by_reason.update(s["by_reason"])
         summary = {
-            "read": sum(s["read"] for s in per_source),
+            "records": sum(s["records"] for s in per_source),
+            "examples": sum(s["examples"] for s in per_source),
             "kept": kept_out.rows,
             "rejected": rejects_out.rows,
             "duplicates": sum(s["duplicates"] for s in per_source),
             "by_reason": dict(sorted(by_reason.items())),
             "by_task": dict(sorted(by_task.items())),
         }
-        if summary["read"] != summary["kept"] + summary["rejected"] + summary["duplicates"]:
+        if summary["examples"] != summary["kept"] + summary["rejected"] + summary["duplicates"]:
             raise AssertionError(f"ingest lost rows: {summary}")
         extra = {"summary": summary, "sources": per_source}
         examples = kept_out.finish(extra=extra)

@@ -45,11 +45,11 @@ def ingest_shard_task(cfg: PipelineConfig, index: int) -> str:
 def ingest_task(cfg: PipelineConfig, shards: list[str] | None = None) -> dict[str, Any]:
     res = stages.ingest(cfg, cfg.stage_dir("ingest"), shards=shards)
     s = res.summary
-    _publish("hammer-ingest", "Ingestion", {k: s[k] for k in ("read", "kept", "rejected", "duplicates", "by_task")})
+    _publish("hammer-ingest", "Ingestion", {k: s[k] for k in ("records", "examples", "kept", "rejected", "duplicates", "by_task")})
     create_table_artifact(
-        key="hammer-ingest-sources", description="Ingestion per source: rows read, kept, rejected, duplicates",
+        key="hammer-ingest-sources", description="Ingestion per source: records read, examples made, kept, rejected, duplicates",
         table=[{"source": x["name"], "format": x["format"], "task": x["task"], "records": x["records"],
-                "read": x["read"], "kept": x["kept"], "rejected": x["rejected"], "duplicates": x["duplicates"]}
+                "examples": x["examples"], "kept": x["kept"], "rejected": x["rejected"], "duplicates": x["duplicates"]}
                for x in res.sources])
     create_table_artifact(
         key="hammer-ingest-rejects", description="Rejected rows by reason (rejects.parquet holds each one)",

@@ -48,6 +48,60 @@ def test_parse_calls(text, calls):
     assert parse_calls(text) == calls
 
 
+CALLS = [{"name": "weather.get", "arguments": {"city": "Oslo", "days": 3, "units": None}},
+         {"name": "convert", "arguments": {"amount": 2.5, "to": ["EUR", "USD"], "exact": True}}]
+
+
+def output_styles(calls: list[dict]) -> dict[str, str]:
+    """The same calls written in each common tool-call output style."""
+    def obj(c, key="arguments", as_string=False):
+        return json.dumps({"name": c["name"], key: json.dumps(c["arguments"]) if as_string else c["arguments"]})
+
+    def py(c):
+        return f"{c['name']}({', '.join(f'{k}={v!r}' for k, v in c['arguments'].items())})"
+
+    return {
+        "hammer_fenced": "```\n" + json.dumps(calls) + "\n```",
+        "hammer_with_prose": "Sure, here are the calls: " + json.dumps(calls) + " -- hope that helps",
+        "hermes_blocks": "\n".join(f"<tool_call>\n{obj(c)}\n</tool_call>" for c in calls),
+        "hermes_string_arguments": "".join(f"<tool_call>{obj(c, as_string=True)}</tool_call>" for c in calls),
+        "llama_list": "[" + ", ".join(obj(c, "parameters") for c in calls) + "]",
+        "llama_semicolons": "; ".join(obj(c, "parameters") for c in calls),
+        "llama_newlines": "\n".join(obj(c, "parameters") for c in calls) + "\n",
+        "llama_python_tag": "<|python_tag|>" + "; ".join(obj(c, "parameters") for c in calls),
+        "mistral": "[TOOL_CALLS] [" + ", ".join(obj(c) for c in calls) + "]",
+        "openai_string_arguments": "[" + ", ".join(obj(c, as_string=True) for c in calls) + "]",
+        "pythonic": "[" + ", ".join(py(c) for c in calls) + "]",
+    }
+
+
+@pytest.mark.parametrize("style", sorted(output_styles(CALLS)))
+@pytest.mark.parametrize("calls", [CALLS, CALLS[:1]], ids=["two_calls", "one_call"])
+def test_every_output_style_parses_to_the_same_calls(style, calls):
+    assert parse_calls(output_styles(calls)[style]) == calls
+
+
+@pytest.mark.parametrize("text,calls", [
+    ('{"name": "f", "parameters": {"x": 1}}', [{"name": "f", "arguments": {"x": 1}}]),  # Llama 3.x: not f()
+    ('{"name": "f", "arguments": {"x": 1}, "parameters": {"x": 2}}', [{"name": "f", "arguments": {"x": 1}}]),
+    ('{"name": "f", "arguments": ""}', [{"name": "f", "arguments": {}}]),
+    ('{"name": "f", "arguments": {"calls": [{"name": "g", "arguments": {}}]}}',  # a list inside the arguments
+     [{"name": "f", "arguments": {"calls": [{"name": "g", "arguments": {}}]}}]),
+    ("[TOOL_CALLS] []", []),
+    ("[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": \"{not json\"}]", None),
+    ('{"name": "f", "parameters": {"x": 1}}; 42', None),  # every part must be a call
+    ('{"name": "f", "parameters": {"x": 1}} {"name": "g"', None),  # truncated second call
+    ("   \n", None),
+    # prose that merely contains braces or JSON is not a call
+    ("Use the {city} placeholder in the template.", None),
+    ('The record is {"name": "Oslo", "population": 709000}; nothing to call.', None),
+    ('I would call {"name": "f", "parameters": {"x": 1}} but it is not needed.', None),
+    ('Set {"a": 1} and keep [1, 2] as they are.', None),
+])
+def test_parse_calls_edge_cases(text, calls):
+    assert parse_calls(text) == calls
+
+
 def test_python_calls_never_evaluates_code():
     assert python_calls("f(x=__import__('os').system('echo hi'))") == [
         {"name": "f", "arguments": {"x": "__import__('os').system('echo hi')"}}]
@@ -142,6 +196,37 @@ def test_score_reports_unparsable_text_as_no_call(tmp_path):
     assert v[irr[1].id]["rule"] == "irrelevance_error:decoder_success"
     assert v[simple[0].id]["rule"] == "ast_decoder:decoder_failed" and v[simple[0].id]["parse_failed"]
     assert report["parse_failures"] == 2
+
+
+def test_every_output_style_gets_the_same_bfcl_verdicts(tmp_path):
+    """Text lines in each output style score exactly as the same calls given as 'calls' lines
+    (Llama's 'parameters' and OpenAI's string arguments are read there too); one wrong answer
+    is wrong the same way in every style."""
+    entries = bfcl.load_category("parallel_multiple")[:4]
+    answers = {e.id: _answers(e) for e in entries}
+    wrong = entries[0].id
+    answers[wrong] = [{**answers[wrong][0], "arguments": {**answers[wrong][0]["arguments"], "lower_limit": 2}},
+                      *answers[wrong][1:]]
+
+    def verdicts(name, lines):
+        out = tmp_path / f"{name}.json"
+        assert cli(["eval", "score", "--dataset", "bfcl:parallel_multiple", "--predictions",
+                    str(_write(tmp_path / f"{name}.jsonl", lines)), "--out", str(out)]) == 0
+        report = json.loads(out.read_text())
+        return [(v["id"], v["valid"], v["rule"], v["parse_failed"]) for v in report["verdicts"] if v["id"] in answers]
+
+    expected = verdicts("calls", [{"id": i, "calls": c} for i, c in answers.items()])
+    assert [(i, ok) for i, ok, _, failed in expected] == [(e.id, e.id != wrong) for e in entries]
+    assert expected[0][2] == "parallel_function_checker_no_order:cannot_find_match"
+    assert not any(failed for *_, failed in expected)
+    for calls_form in ("parameters", "string_arguments"):
+        lines = [{"id": i, "calls": [{"name": x["name"], "parameters": x["arguments"]} if calls_form == "parameters"
+                                     else {"name": x["name"], "arguments": json.dumps(x["arguments"])} for x in c]}
+                 for i, c in answers.items()]
+        assert verdicts(calls_form, lines) == expected, calls_form
+    for style in output_styles(CALLS):
+        lines = [{"id": i, "text": output_styles(c)[style]} for i, c in answers.items()]
+        assert verdicts(style, lines) == expected, style
 
 
 @pytest.mark.parametrize("line,message", [

@@ -40,7 +40,7 @@ def run(tmp_path: Path, *specs: SourceSpec) -> tuple[dict[str, Any], list[dict[s
     rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
     for r in rejects:
         r["where"] = Path(r["location"]).name
-    assert result.summary["read"] == (result.summary["kept"] + result.summary["rejected"]
+    assert result.summary["examples"] == (result.summary["kept"] + result.summary["rejected"]
                                       + result.summary["duplicates"])
     return result.summary, result.sources, kept, rejects
 
@@ -62,7 +62,7 @@ G = "glaive-function-calling-v2.json"
 def test_glaive_fixture(tmp_path: Path) -> None:
     summary, sources, kept, rejects = run(tmp_path, SourceSpec(str(GLAIVE), task="chat"))
     assert summary == {
-        "read": 22, "kept": 7, "rejected": 14, "duplicates": 1,
+        "records": 18, "examples": 22, "kept": 7, "rejected": 14, "duplicates": 1,
         "by_reason": {r: 1 for r in (
             "bad_argument_type", "bad_call", "bad_field", "bad_json", "bad_tool_spec",
             "duplicate_tool", "empty_query", "invalid_utf8", "missing_field",
@@ -141,7 +141,7 @@ S = "glaive_toolcall_en_demo.json"
 def test_sharegpt_fixture(tmp_path: Path) -> None:
     summary, sources, kept, rejects = run(tmp_path, SourceSpec(str(SHAREGPT)))
     assert summary == {
-        "read": 14, "kept": 5, "rejected": 7, "duplicates": 2,
+        "records": 12, "examples": 14, "kept": 5, "rejected": 7, "duplicates": 2,
         "by_reason": {"bad_field": 1, "bad_json": 2, "duplicate_id": 1, "missing_field": 1,
                       "no_tools": 1, "unknown_function": 1},
         "by_task": {"glaive_toolcall_en_demo": 5}}
@@ -176,7 +176,7 @@ OPENAI = FIXTURES / "openai" / "chat.jsonl"
 def test_openai_fixture(tmp_path: Path) -> None:
     summary, sources, kept, rejects = run(tmp_path, SourceSpec(str(OPENAI), task="assistant"))
     assert summary == {
-        "read": 11, "kept": 4, "rejected": 7, "duplicates": 0,
+        "records": 10, "examples": 11, "kept": 4, "rejected": 7, "duplicates": 0,
         "by_reason": {"bad_argument_type": 1, "bad_field": 1, "bad_json": 1, "duplicate_id": 1,
                       "missing_field": 1, "no_tools": 1, "unknown_argument": 1},
         "by_task": {"assistant": 4}}
@@ -213,7 +213,7 @@ BFCL = FIXTURES / "bfcl"
 def test_bfcl_fixture(tmp_path: Path) -> None:
     summary, sources, kept, rejects = run(tmp_path, SourceSpec(str(BFCL)))
     assert summary == {
-        "read": 10, "kept": 6, "rejected": 4, "duplicates": 0,
+        "records": 10, "examples": 10, "kept": 6, "rejected": 4, "duplicates": 0,
         "by_reason": {"bad_argument_type": 1, "bad_call": 1, "bad_tool_spec": 1,
                       "missing_field": 1},
         "by_task": {"bfcl": 6}}
@@ -264,7 +264,7 @@ HAMMER = FIXTURES / "hammer_testset" / "seal_tools.jsonl"
 def test_hammer_testset_fixture(tmp_path: Path) -> None:
     summary, sources, kept, rejects = run(tmp_path, SourceSpec(str(HAMMER)))
     assert summary == {
-        "read": 8, "kept": 3, "rejected": 4, "duplicates": 1,
+        "records": 8, "examples": 8, "kept": 3, "rejected": 4, "duplicates": 1,
         "by_reason": {"bad_call": 1, "bad_field": 1, "empty_query": 1, "unknown_function": 1},
         "by_task": {"seal_tools": 3}}
     assert sources[0]["format"] == "hammer_testset"
@@ -301,7 +301,7 @@ def test_xlam_array_and_irrelevance_companion(tmp_path: Path) -> None:
         SourceSpec(str(XLAM / X), task="fc", max_row_bytes=4000),
         SourceSpec(str(XLAM / "xlam_irrelevance.jsonl"), task="irrelevance"))
     assert summary == {
-        "read": 11, "kept": 5, "rejected": 5, "duplicates": 1,
+        "records": 11, "examples": 11, "kept": 5, "rejected": 5, "duplicates": 1,
         "by_reason": {"bad_argument_type": 1, "bad_json": 1, "invalid_utf8": 1,
                       "missing_required_argument": 1, "row_too_large": 1},
         "by_task": {"fc": 2, "irrelevance": 3}}

@@ -109,7 +109,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- bundled sample
 
 SAMPLE_SUMMARY = {
-    "read": 400, "kept": 390, "rejected": 10, "duplicates": 0,
+    "records": 400, "examples": 400, "kept": 390, "rejected": 10, "duplicates": 0,
     "by_reason": {"bad_json": 3, "empty_query": 2, "missing_required_argument": 1,
                   "unknown_argument": 2, "unknown_function": 2},
     "by_task": {"finance": 195, "travel": 195},
@@ -128,9 +128,9 @@ def test_sample_counts(tmp_path: Path) -> None:
     result = ingest([SourceSpec(str(SAMPLE / "travel.jsonl")),
                      SourceSpec(str(SAMPLE / "finance.jsonl"))], tmp_path)
     assert result.summary == SAMPLE_SUMMARY
-    assert [(s["name"], s["format"], s["read"], s["kept"], s["rejected"])
-            for s in result.sources] == [("travel", "xlam", 200, 195, 5),
-                                        ("finance", "xlam", 200, 195, 5)]
+    assert [(s["name"], s["format"], s["records"], s["examples"], s["kept"], s["rejected"])
+            for s in result.sources] == [("travel", "xlam", 200, 200, 195, 5),
+                                        ("finance", "xlam", 200, 200, 195, 5)]
     assert json.loads((tmp_path / "summary.json").read_text()) == {**SAMPLE_SUMMARY,
                                                                    "sources": result.sources}
     rejects = read_rows(tmp_path / "rejects.parquet")
@@ -180,8 +180,8 @@ def test_fixture_one_reject_per_reason(fixture_jsonl: Path, tmp_path: Path) -> N
                     tmp_path / "out")
     expected = {r: 1 for r in FIXTURE_REASONS.values()}
     expected["bad_json"] = 3
-    assert result.summary == {"read": 21, "kept": 4, "rejected": 16, "duplicates": 1,
-                              "by_reason": expected, "by_task": {"fixture": 4}}
+    assert result.summary == {"records": 21, "examples": 21, "kept": 4, "rejected": 16,
+                              "duplicates": 1, "by_reason": expected, "by_task": {"fixture": 4}}
     assert result.sources[0]["records"] == 21  # line 15 is blank: skipped, not counted
     # every other code is exercised by the conversation formats (tests/test_formats.py)
     assert set(REASONS) - set(expected) == {"unknown_format", "no_tools", "no_target"}
@@ -201,6 +201,40 @@ def test_fixture_one_reject_per_reason(fixture_jsonl: Path, tmp_path: Path) -> N
     assert by_line[22]["detail"] == "line 22 is 5,905 bytes, over the limit of 4,096 (max_row_bytes)"
     assert by_line[22]["raw"].startswith("{") and len(by_line[22]["raw"]) == FIXTURE_MAX_ROW_BYTES
     assert all(r["source"] == "fixture" and r["detail"] for r in rejects)
+
+
+def test_cli_counts_input_records_and_the_examples_made_from_them(tmp_path: Path, capsys) -> None:
+    """5 OpenAI chat records, one with two assistant call turns: 6 examples (one a duplicate)."""
+    from flows.cli import main
+
+    weather = {"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+    def turn(city: str) -> list[dict[str, Any]]:
+        return [{"role": "assistant", "content": None, "tool_calls": [{"id": f"c-{city}", "type": "function",
+                 "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+                {"role": "tool", "tool_call_id": f"c-{city}", "content": "20 degrees"}]
+
+    def record(rid: str, *cities: str) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        for city in cities:
+            messages += [{"role": "user", "content": f"Weather in {city}?"}, *turn(city)]
+        return {"id": rid, "messages": messages, "tools": [weather]}
+
+    records = [record("a", "Oslo"), record("b", "Lima"), record("c", "Rome", "Kyiv"), record("d", "Pune"),
+               record("e", "Oslo")]  # "e": the same conversation as "a"
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["ingest", "--input", str(path), "--task", "weather", "--out", str(tmp_path / "out")]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {"records": 5, "examples": 6, "kept": 5, "rejected": 0, "duplicates": 1,
+                       "by_reason": {}, "by_task": {"weather": 5}}
+    assert sorted(r["id"] for r in read_rows(tmp_path / "out" / "examples.parquet")) == [
+        "a#t1", "b#t1", "c#t1", "c#t2", "d#t1"]
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(s["records"], s["examples"]) for s in saved.pop("sources")] == [(5, 6)]
+    assert saved == printed
 
 
 def test_normalized_row_content(fixture_jsonl: Path, tmp_path: Path) -> None:
@@ -290,7 +324,7 @@ def test_input_formats_give_identical_examples(tmp_path: Path) -> None:
     for ext, path in write_inputs(tmp_path).items():
         out = tmp_path / f"out{ext}"
         result = ingest([SourceSpec(str(path), name="corpus")], out)
-        assert result.summary["read"] == 5 and result.summary["kept"] == 3
+        assert result.summary["examples"] == 5 and result.summary["kept"] == 3
         results[ext] = (pq.read_table(out / "examples.parquet"), result.examples.content_hash,
                         [r["reason"] for r in read_rows(out / "rejects.parquet")])
     first_table, first_hash, first_reasons = results[".jsonl"]
@@ -354,7 +388,7 @@ def test_source_spec_defaults_and_limits(fixture_jsonl: Path, tmp_path: Path) ->
     with pytest.raises(ValueError, match="unique"):
         ingest([SourceSpec(str(fixture_jsonl)), SourceSpec(str(fixture_jsonl))], tmp_path)
     result = ingest([SourceSpec(str(fixture_jsonl), format="xlam", max_rows=4)], tmp_path / "m")
-    assert (result.summary["read"], result.summary["kept"]) == (4, 2)
+    assert (result.summary["records"], result.summary["examples"], result.summary["kept"]) == (4, 4, 2)
 
 
 def test_folder_and_glob_sources(tmp_path: Path) -> None:
@@ -362,8 +396,8 @@ def test_folder_and_glob_sources(tmp_path: Path) -> None:
         spec = SourceSpec(path)
         assert (spec.name, spec.task) == ("sample", "sample")
         result = ingest([spec], tmp_path / spec.name / str(len(path)))
-        assert {k: result.summary[k] for k in ("read", "kept", "rejected")} == \
-            {"read": 400, "kept": 390, "rejected": 10}  # README.md in the folder is skipped
+        assert {k: result.summary[k] for k in ("records", "kept", "rejected")} == \
+            {"records": 400, "kept": 390, "rejected": 10}  # README.md in the folder is skipped
         assert [Path(f["path"]).name for f in result.sources[0]["files"]] == \
             ["finance.jsonl", "travel.jsonl"]  # sorted path order
     with pytest.raises(FileNotFoundError, match="no input files match"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.cli import main as cli
 from hammer_core import caching
 from hammer_core.config import ConfigError, load_config
 from hammer_core.distributed import TrainingError
@@ -104,7 +105,7 @@ def test_data_flow_is_cached_by_content(tmp_path):
     fifth = hammer_data(config_path=str(cfg_path), overrides=["prepare.seed=12345"], return_state=True)
     assert _task_states(fifth) == {"ingest_task": "Completed", "prepare_task": "Cached"}
     summary = json.loads((run / "ingest" / "summary.json").read_text())
-    assert summary["read"] == 401 and summary["duplicates"] == first.result()["ingest"]["duplicates"] + 1
+    assert summary["examples"] == 401 and summary["duplicates"] == first.result()["ingest"]["duplicates"] + 1
 
     # a row less: new examples, so both run
     lines = (corpus / "travel.jsonl").read_text().splitlines(keepends=True)
@@ -251,6 +252,25 @@ def test_flow_reports_a_bad_config_in_one_line(tmp_path):
     assert state.message.startswith("hammer: invalid config") and "\n" not in state.message
     with pytest.raises(ConfigError, match="train.max_stepz"):
         state.result()
+
+
+def test_run_turns_off_the_temporary_servers_telemetry(tmp_path, monkeypatch):
+    """`hammer run` sets the temporary Prefect server's settings before anything starts (here
+    the run stops at an unreachable MLflow store, before the flow): without it, the server's
+    telemetry heartbeat prints a 'database is locked' traceback at the start of every run. The
+    server is a subprocess that reads its settings from the environment it inherits, as a fresh
+    Settings() does."""
+    from prefect.settings import Settings
+
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)  # conftest turns it off for tests
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    run = ["run", str(DEMO_CONFIG), "--set", f"output_dir={tmp_path / 'run'}"]
+    assert Settings().server.analytics_enabled  # Prefect's default: on
+    assert cli(run) == 2
+    assert not Settings().server.analytics_enabled
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # a user's own choice is kept
+    assert cli(run) == 2
+    assert Settings().server.analytics_enabled
 
 
 def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ def test_flow_runs_every_stage_and_writes_artifacts(pipeline_run):
     for stage in ("ingest", "prepare", "train", "export", "eval", "register"):
         assert (run_dir / stage).is_dir(), stage
     ingest = json.loads((run_dir / "ingest" / "summary.json").read_text())
-    assert ingest["read"] == ingest["kept"] + ingest["rejected"] == 400
+    assert ingest["records"] == ingest["examples"] == ingest["kept"] + ingest["rejected"] == 400
     assert ingest["rejected"] > 0
     assert set(ingest["by_task"]) == {"travel", "finance"}
 
