@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hammer_core.config import ConfigError, PipelineConfig, config_from_dict, load_config
-from hammer_core.paths import DEMO_CONFIG
+from hammer_core.paths import DEMO_CONFIG, DEMO_CONFIGS, DEMO_QUESTIONS
 
 PREFECT_HEALTH_TIMEOUT_S = 5.0
 
@@ -25,6 +25,7 @@ class ServiceUnavailable(RuntimeError):
 
 EPILOG = """examples:
   hammer demo                                   # whole pipeline on the bundled sample
+  hammer demo --model smollm2-135m              # the same with a real pretrained model (~20 min)
   hammer run data/configs/demo.yaml --set train.max_steps=100
   hammer ingest --input data/sample/travel.jsonl --task travel --out out/ingest
   hammer synth  --rows 60000 --out out/synth.jsonl   # seeded xLAM-shaped corpus
@@ -237,8 +238,12 @@ def _report(result: dict[str, Any]) -> None:
         f"  adapters     {out / 'export' / 'adapters'}  (standard PEFT LoRA, one per task)",
         f"  eval         exact_match={m['exact_match']:.3f} call_accuracy={m['call_accuracy']:.3f} "
         f"irrelevance_accuracy={m['irrelevance_accuracy']:.3f} (rows={m['eval_rows']})",
-        f"  MLflow       {reg['tracking_uri']}  run {reg['run_id']}",
     ]
+    if "base/exact_match" in m:  # eval.baseline: the base model zero-shot on the same rows
+        lines.append(f"  base model   exact_match={m['base/exact_match']:.3f} call_accuracy={m['base/call_accuracy']:.3f} "
+                     f"irrelevance_accuracy={m['base/irrelevance_accuracy']:.3f} (zero-shot, same rows; "
+                     f"unparsable {m['base/parse_failure_rate']:.0%})")
+    lines.append(f"  MLflow       {reg['tracking_uri']}  run {reg['run_id']}")
     if "version" in reg:
         lines.append(f"  model        {reg['registered_uri']}  (alias: candidate"
                      f"{', reused: same lineage' if reg.get('reused') else ''})")
@@ -261,11 +266,41 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    overrides = [f"output_dir={Path(args.out).resolve()}"] + list(args.set or [])
+    config = DEMO_CONFIGS.get(args.model)
+    if config is None:
+        raise ConfigError(f"hammer demo --model {args.model!r}: no demo for that model; choose one of "
+                          f"{', '.join(DEMO_CONFIGS)} (or run any model with `hammer run CONFIG`)")
+    out = args.out or (".hammer/demo" if config == DEMO_CONFIG else f".hammer/demo-{args.model}")
+    overrides = [f"output_dir={Path(out).resolve()}"] + list(args.set or [])
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    load_config(DEMO_CONFIG, overrides)
-    _report(_run_flow(str(DEMO_CONFIG), overrides))
+    load_config(config, overrides)
+    result = _run_flow(str(config), overrides)
+    _report(result)
+    _ask(result["registry"], DEMO_QUESTIONS)
+
+
+def _ask(reg: dict[str, Any], questions_file: Path) -> None:
+    """Ask the registered model questions it never saw in training, through MLflow, as a user would."""
+    if "registered_uri" not in reg:
+        return
+    import mlflow
+
+    from hammer_core.registry import use_tracking_uri
+
+    questions = [json.loads(line) for line in questions_file.read_text().splitlines() if line.strip()]
+    with use_tracking_uri(reg["tracking_uri"]):
+        model = mlflow.pyfunc.load_model(reg["registered_uri"])
+    answers = model.predict([{k: q[k] for k in ("query", "tools", "task")} for q in questions])
+    lines = [f"hammer: questions for {reg['registered_uri']} (mlflow.pyfunc.load_model(...).predict)"]
+    for q, a in zip(questions, answers):
+        tools = ", ".join(t["name"] for t in q["tools"])
+        lines += [f"  Q  {q['query']}", f"     ({q['about']}; tools: {tools})",
+                  f"  A  {json.dumps(a['calls']) if a['calls'] else 'no call'}"
+                  + ("" if a["calls"] or a["raw"].strip() in ("", "[]", "```\n[]\n```") else
+                     f"  (raw: {a['raw'].strip()[:80]!r})")]
+    lines.append("=" * 72)
+    print("\n".join(lines))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,9 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the main job: the whole pipeline on the bundled sample, tiny model",
-                       description="Run the pipeline on data/sample with the tiny Qwen2 preset, embedded Prefect "
-                                   "and a local sqlite MLflow store.")
-    p.add_argument("--out", default=".hammer/demo", help="output folder (default: .hammer/demo)")
+                       description="Run the pipeline on data/sample with the tiny Qwen2 preset (or --model "
+                                   "smollm2-135m: a real pretrained model, ~20 minutes on 2 cores), embedded "
+                                   "Prefect and a local sqlite MLflow store; then ask the registered model "
+                                   "questions it never saw.")
+    p.add_argument("--model", default="hammer-tiny-qwen2", metavar="PRESET",
+                   help=f"model preset: {', '.join(DEMO_CONFIGS)} (default: hammer-tiny-qwen2; each has its "
+                        "config in data/configs/ and its own registered model name)")
+    p.add_argument("--out", help="output folder (default: .hammer/demo, or .hammer/demo-<PRESET>)")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_demo)

@@ -117,6 +117,33 @@ def test_cli_help_and_clear_config_errors(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_every_demo_config_validates_and_an_unknown_demo_model_is_one_line(tmp_path):
+    from hammer_core.config import load_config
+    from hammer_core.paths import DEMO_CONFIGS
+
+    names = {load_config(path).registry.model_name for path in DEMO_CONFIGS.values()}
+    assert len(names) == len(DEMO_CONFIGS)  # each base model registers under its own name
+    assert load_config(DEMO_CONFIGS["smollm2-135m"]).model.name_or_path == "smollm2-135m"
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--model", "gpt-9"], capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no demo for that model" in out.stderr and "smollm2-135m" in out.stderr
+
+
+def test_the_demo_asks_the_registered_model_new_questions(pipeline_run, capsys):
+    from flows.cli import _ask
+    from hammer_core.paths import DEMO_QUESTIONS
+
+    result, _, _ = pipeline_run
+    _ask(result["registry"], DEMO_QUESTIONS)
+    out = capsys.readouterr().out
+    questions = [json.loads(line) for line in DEMO_QUESTIONS.read_text().splitlines()]
+    assert result["registry"]["registered_uri"] in out
+    assert out.count("\n  Q  ") == len(questions) == out.count("\n  A  ")
+    for q in questions:
+        assert q["query"] in out and q["about"] in out
+
+
 def test_stages_publish_artifacts_and_progress(pipeline_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter
