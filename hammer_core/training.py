@@ -151,6 +151,17 @@ def token_loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return (ce * mask).sum(dim=1), mask.sum(dim=1)
 
 
+def answer_loss_sums(model: Any, batch: dict[str, torch.Tensor], min_prompt: int,
+                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`token_loss_sums` of a collated batch, with logits computed only from the batch's
+    first answer position on (``min_prompt``: its shortest prompt): the LM head over the prompts,
+    most of each row, would cost time and vocab-sized memory for nothing."""
+    keep = batch["input_ids"].shape[1] - min_prompt + 1
+    out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                task_ids=batch["task_ids"].to(device), logits_to_keep=keep)
+    return token_loss_sums(out.logits, batch["labels"][:, -keep:].to(device))
+
+
 def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -362,13 +373,8 @@ class Run:
         for k_micro, batch_rows in enumerate(micro):
             mine = rank_slice(batch_rows, self.rank, self.world)
             batch = collate(self.data, mine, self.tokenizer.pad_token_id)
-            # logits only from the first answer's position on: the LM head over the prompts
-            # (most of each row) costs time and vocab-sized memory for nothing
-            keep = batch["input_ids"].shape[1] - int(self.data.n_prompt[mine].min()) + 1
-            out = self.engine(input_ids=batch["input_ids"].to(self.device),
-                              attention_mask=batch["attention_mask"].to(self.device),
-                              task_ids=batch["task_ids"].to(self.device), logits_to_keep=keep)
-            row_loss, row_tokens = token_loss_sums(out.logits, batch["labels"][:, -keep:].to(self.device))
+            row_loss, row_tokens = answer_loss_sums(self.engine, batch, int(self.data.n_prompt[mine].min()),
+                                                    self.device)
             self.engine.backward(row_loss.sum() * (self.world / global_tokens), scale_wrt_gas=False)
             if k_micro == len(micro) - 1 and t.deepspeed.zero_stage == 0:
                 # DeepSpeed keeps no norm for plain fp32 data parallelism: the averaged gradients are here

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from hammer_core import checkpoint as ckpt
 from hammer_core.artifacts import Artifact, write_table
 from hammer_core.config import ConfigError, config_from_dict, load_config
-from hammer_core.training import TokenRows, collate, token_loss_sums
+from hammer_core.training import TokenRows, answer_loss_sums, collate, token_loss_sums
 
 from .conftest import DEMO_CONFIG
 
@@ -86,6 +86,37 @@ def test_collate_masks_prompt_and_padding_and_counts_answer_tokens(tmp_path):
     assert int(counts.sum()) == data.answer_tokens(idx)
     mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 50), batch["labels"][:, 1:].reshape(-1))
     assert float(sums.sum() / counts.sum()) == pytest.approx(float(mean), rel=1e-5)
+
+
+def test_answer_only_logits_give_the_full_logits_loss_and_gradient(tmp_path):
+    """The train step computes logits from the batch's first answer position on: the same
+    per-row losses, token counts and adapter gradients as logits over every position."""
+    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora
+    from hammer_core.modeling import build_tiny_model
+
+    data = TokenRows.read(make_tokens(tmp_path / "t.parquet", n=8).path)
+    torch.manual_seed(0)
+    model = inject_cgc_lora(build_tiny_model(8192, seed=0), CGCLoraConfig(tasks=data.tasks))
+    for layer in model.cgc_layers().values():
+        torch.nn.init.normal_(layer.lora_B, std=0.02)
+    idx = [5, 1, 6]
+    b = collate(data, idx, pad_id=0)
+    assert len({int(data.n_prompt[i]) for i in idx}) > 1  # rows whose answers start apart
+
+    def run(kept: bool):
+        model.zero_grad()
+        if kept:
+            sums, counts = answer_loss_sums(model, b, int(data.n_prompt[idx].min()))
+        else:
+            out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], task_ids=b["task_ids"])
+            sums, counts = token_loss_sums(out.logits, b["labels"])
+        sums.sum().backward()
+        return sums.detach(), counts, [p.grad.clone() for p in model.trainable_parameters()]
+
+    (s_full, c_full, g_full), (s_kept, c_kept, g_kept) = run(False), run(True)
+    assert torch.equal(c_full, c_kept) and int(c_kept.sum()) == data.answer_tokens(idx)
+    assert torch.allclose(s_full, s_kept, rtol=1e-5, atol=1e-5)
+    assert max(float((a - c).abs().max()) for a, c in zip(g_full, g_kept)) < 1e-5
 
 
 def test_global_token_normalization_makes_shards_add_up_to_the_whole_batch(tmp_path):
