@@ -19,9 +19,16 @@ STAGES = ("ingest", "prepare", "train", "export", "eval", "register")
 def _source_specs(cfg: PipelineConfig):
     from hammer_core.ingest import SourceSpec
 
+    from hammer_core.paths import task_dirnames
+
     if not cfg.data.sources:
         raise ConfigError("nothing to ingest: data.sources is empty (give --input or a config with sources)")
-    return [SourceSpec.from_config(s) for s in cfg.data.sources]
+    specs = [SourceSpec.from_config(s) for s in cfg.data.sources]
+    try:  # each task gets its own adapters/<task> folder at export: catch a clash before any work
+        task_dirnames([str(s.task) for s in specs])
+    except ValueError as err:
+        raise ConfigError(f"data.sources: {err}") from None
+    return specs
 
 
 def ingest(cfg: PipelineConfig, out_dir: Path, shards: list[str] | None = None):

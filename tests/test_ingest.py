@@ -561,3 +561,24 @@ def test_a_conversation_with_a_too_deep_call_turn_is_rejected_whole(tmp_path: Pa
     result = ingest([SourceSpec(str(path), format="openai")], tmp_path / "out")
     # the deep turn would sit in the history of the second target
     assert (result.summary["kept"], result.summary["by_reason"]) == (0, {"too_deep": 1})
+
+
+# --------------------------------------------------------------------------- task labels
+
+
+def test_task_labels_that_share_an_adapter_folder_are_a_config_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data:\n  sources:\n"
+                      f"    - {{path: {SAMPLE / 'travel.jsonl'}, task: trip/eu}}\n"
+                      f"    - {{path: {SAMPLE / 'finance.jsonl'}, task: trip eu}}\n")
+    assert main(["ingest", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hammer: data.sources: task labels 'trip/eu' and 'trip eu' both become "
+                          "the folder name 'trip_eu'") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before reading anything
+    config.write_text(config.read_text().replace("trip eu", "trip.eu"))  # distinct folders: fine
+    assert main(["ingest", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err == ""
