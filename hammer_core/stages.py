@@ -24,6 +24,13 @@ def _source_specs(cfg: PipelineConfig):
     if not cfg.data.sources:
         raise ConfigError("nothing to ingest: data.sources is empty (give --input or a config with sources)")
     specs = [SourceSpec.from_config(s) for s in cfg.data.sources]
+    named: dict[str, str] = {}  # source name -> path
+    for spec in specs:
+        if spec.name in named:
+            raise ConfigError(f"data.sources: {named[spec.name]} and {spec.path} are both named {spec.name!r} "
+                              "(a source is named after its file by default): give one a name of its own "
+                              "(`name:` in the config's data.sources; with --input, rename a file)")
+        named[str(spec.name)] = spec.path
     try:  # each task gets its own adapters/<task> folder at export: catch a clash before any work
         task_dirnames([str(s.task) for s in specs])
     except ValueError as err:
