@@ -582,3 +582,50 @@ def test_task_labels_that_share_an_adapter_folder_are_a_config_error(
     config.write_text(config.read_text().replace("trip eu", "trip.eu"))  # distinct folders: fine
     assert main(["ingest", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- temp files
+
+
+def _writer_process(target: Path) -> tuple[subprocess.Popen, Path]:
+    """A process writing the artifact ``target`` that stops half way (it sleeps); and its temp file."""
+    code = ("import sys, time, pyarrow as pa\n"
+            "from hammer_core.artifacts import ArtifactWriter\n"
+            "w = ArtifactWriter(sys.argv[1], pa.schema([('x', pa.int64())]), kind='x')\n"
+            "w.write_rows([{'x': 1}])\n"
+            "print(w._tmp, flush=True)\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    tmp = Path(proc.stdout.readline().strip())
+    assert tmp.is_file() and tmp.parent == target.parent
+    return proc, tmp
+
+
+def test_a_stage_removes_the_temp_files_of_killed_runs_in_its_folder(tmp_path: Path) -> None:
+    from hammer_core import stages
+    from hammer_core.config import config_from_dict
+
+    out = tmp_path / "ingest"
+    cfg = config_from_dict({"data": {"sources": [{"path": str(SAMPLE / "finance.jsonl")}]}})
+    first = stages.ingest(cfg, out)
+    killed = []
+    for target in (out / "examples.parquet", out / "nested" / "x.parquet"):  # a run killed mid-write
+        proc, tmp = _writer_process(target)
+        proc.kill()
+        proc.wait()
+        killed.append(tmp)
+    live, live_tmp = _writer_process(out / "rejects.parquet")  # a writer still at work
+    # a writer on another host sharing the folder, whose process id is free here
+    elsewhere = out / f".examples.parquet.{proc.pid}-some-other-host.abcd1234.tmp"
+    not_ours = out / ".notes.tmp"
+    for path in (elsewhere, not_ours):
+        path.write_text("")
+    try:
+        again = stages.ingest(cfg, out)
+        assert not any(p.exists() for p in killed)
+        assert live_tmp.exists() and elsewhere.exists() and not_ours.exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert again.examples.content_hash == first.examples.content_hash
+    assert open_artifact(out / "examples.parquet").read().num_rows == first.summary["kept"]
