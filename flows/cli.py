@@ -58,6 +58,7 @@ def _common(p: argparse.ArgumentParser, *, inp: str | None, out: bool = True) ->
         p.add_argument("--input", required=True, help=inp)
     if out:
         p.add_argument("--out", required=True, help="output folder of this stage")
+        p.set_defaults(out_is_folder=True)
 
 
 def _print(obj: Any) -> None:
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="prepare output folder")
     p.add_argument("--model", help="train output folder (or an export folder: the 1 + N PEFT adapters)")
     p.add_argument("--out", help="output folder of this stage")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, out_is_folder=True)
     esub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
     q = esub.add_parser("score", help="score a predictions file with BFCL's AST rules",
                         description="Score predictions ({id, calls: [{name, arguments}]} or {id, text} per JSON line) "
@@ -377,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="report JSON path (markdown goes beside it, .md)")
     q.add_argument("--underscore-to-dot", action="store_true",
                    help="compare dotted function names with dots as underscores (models whose API forbids dots)")
-    q.set_defaults(func=cmd_eval_score)
+    q.set_defaults(func=cmd_eval_score, out_is_folder=False)
     q = esub.add_parser("compare", help="compare the eval metrics of two registered model versions",
                         description="Eval metrics of two versions of the registered model, side by side (markdown).")
     _common(q, inp=None, out=False)
@@ -385,14 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--b", required=True, help="second version (number or @alias)")
     q.add_argument("--model-name", help="registered model (default: the config's registry.model_name)")
     q.add_argument("--out", help="also write the markdown here")
-    q.set_defaults(func=cmd_eval_compare)
+    q.set_defaults(func=cmd_eval_compare, out_is_folder=False)
 
     p = sub.add_parser("register", help="log the run to MLflow and register the model version",
                        description="Log params, metrics and artifacts of a pipeline output folder to MLflow "
                                    "and register the pyfunc model (MLFLOW_TRACKING_URI is honoured).")
     _common(p, inp="pipeline output folder (holding ingest/ prepare/ train/ export/ eval/)", out=False)
     p.add_argument("--out", help="where registry.json goes (default: INPUT/register)")
-    p.set_defaults(func=cmd_register)
+    p.set_defaults(func=cmd_register, out_is_folder=True)
 
     p = sub.add_parser("promote", help="move the champion alias to a version if it beats the champion",
                        description="The promotion gate (registry.promotion in the config): alias champion moves "
@@ -422,13 +423,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: .hammer/demo, or .hammer/demo-<PRESET>)")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, out_is_folder=True)
     return ap
+
+
+def _check_out_folder(args: argparse.Namespace) -> None:
+    """A stage's ``--out`` is a folder: a path to a file (or under one) is a one-line error here,
+    not a traceback from the stage's mkdir."""
+    if not getattr(args, "out_is_folder", False) or not args.out:
+        return
+    for path in (Path(args.out), *Path(args.out).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"--out {args.out}: {path} is a file, not a folder")
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_out_folder(args)
         args.func(args)
     except ConfigError as err:
         print(f"hammer: {err}", file=sys.stderr)

@@ -25,7 +25,9 @@ from typing import Any
 
 from hammer_core.artifacts import atomic_write_json
 from hammer_core.cgc_lora import export_task_adapter, save_merged_task
+from hammer_core.config import ConfigError
 from hammer_core.evaluation import load_trained
+from hammer_core.paths import safe_dirname, task_dirnames  # noqa: F401  (safe_dirname re-exported)
 
 MANIFEST = "export_manifest.json"
 
@@ -36,18 +38,18 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
-def safe_dirname(task: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
-
-
 def export_adapters(train_dir: str | Path, out_dir: str | Path, *, merged: bool = False) -> ExportResult:
     """One standard PEFT LoRA adapter per task (``adapters/<task>``) beside the base reference and
     the tokenizer; with ``merged``, also each task merged into the base weights as a plain HF
     model folder (``merged/<task>``: no PEFT needed to serve it, at the base model's size)."""
     train_dir, out = Path(train_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     summary = json.loads((train_dir / "train_summary.json").read_text())
     model, tokenizer = load_trained(train_dir)
+    try:  # before anything is written: two tasks must not share one adapter folder
+        dirnames = task_dirnames(model.config.tasks)
+    except ValueError as err:
+        raise ConfigError(f"cannot export {train_dir}: {err}") from None
+    out.mkdir(parents=True, exist_ok=True)
 
     base_ref = summary["base_model"]
     if (train_dir / "base_model").exists():  # tiny preset: ship the exact base beside the adapters
@@ -57,7 +59,7 @@ def export_adapters(train_dir: str | Path, out_dir: str | Path, *, merged: bool 
 
     adapters = {}
     for task in model.config.tasks:
-        rel = f"adapters/{safe_dirname(task)}"
+        rel = f"adapters/{dirnames[task]}"
         export_task_adapter(model, task, out / rel, base_model_name_or_path=base_ref)
         adapters[task] = rel
     manifest = {"format": "peft-lora", "base_model": base_ref, "tasks": model.config.tasks,
@@ -66,7 +68,7 @@ def export_adapters(train_dir: str | Path, out_dir: str | Path, *, merged: bool 
     if merged:
         manifest["merged"] = {}
         for task in model.config.tasks:
-            rel = f"merged/{safe_dirname(task)}"
+            rel = f"merged/{dirnames[task]}"
             save_merged_task(model, task, out / rel)
             tokenizer.save_pretrained(out / rel)  # a self-contained model folder
             manifest["merged"][task] = rel

@@ -15,6 +15,11 @@ hash, and the ``parents`` hashes chain every artifact back to the corpus it came
 is not (ingesting a million rows): record batches go to a temp file in the target folder,
 hashed as it grows and renamed into place only when the writer finishes, so a reader never
 sees a half-written artifact. Written in one batch, both give the same bytes.
+
+Temp files are named ``.<target name>.<pid>-<host>.<random>.tmp`` (:func:`temp_prefix`): a
+writer that is killed cannot remove its own, so a stage calls :func:`remove_stale_temp_files`
+on its output folder when it starts, which removes those whose writer is no process on this
+host any more (a live writer's, and other hosts', are left alone).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +45,56 @@ MANIFEST_SUFFIX = ".manifest.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+# .<target name>.<pid>-<host>.<mkstemp's random part>.tmp
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)-([A-Za-z0-9-]*)\.[a-z0-9_]+\.tmp$")
+
+
+def temp_prefix(path: str | os.PathLike) -> str:
+    """The ``prefix`` for ``tempfile.mkstemp`` of a temp file standing in for ``path`` (with
+    ``suffix=".tmp"``): it names the writing process, for :func:`remove_stale_temp_files`."""
+    return f".{Path(path).name}.{os.getpid()}-{_HOST}."
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files and folders under ``folder`` that writers killed before they
+    finished left behind: named by :func:`temp_prefix` on this host, for a process id that no
+    process has any more. Returns what was removed."""
+    removed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames + dirnames:
+            match = _TEMP_NAME.match(name)
+            if match is None or match.group(2) != _HOST or _alive(int(match.group(1))):
+                continue
+            path = Path(dirpath) / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        dirnames[:] = [d for d in dirnames if _TEMP_NAME.match(d) is None]
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user
+    except (OverflowError, ValueError):
+        return False  # not a process id at all
+    return True
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -172,8 +224,7 @@ class ArtifactWriter:
         self.extra = extra
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=temp_prefix(self.path), suffix=".tmp")
         os.close(fd)
         self._tmp = Path(tmp)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(

@@ -24,7 +24,9 @@ TINY_MODEL = "hammer-tiny-qwen2"  # the built-in preset: shipped tokenizer + sma
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a number must be finite (``.inf`` or ``.nan`` would pass ``gt=0`` or no bound
+    # at all, then poison training or the promotion gate)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Strict):
@@ -311,20 +313,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    for src in raw.get("data", {}).get("sources", []) or []:
+    data = raw.get("data")  # anything but a mapping is for validation to name (data: with nothing under it)
+    for src in (data.get("sources") if isinstance(data, dict) else None) or []:
         if isinstance(src, dict) and isinstance(src.get("path"), str) and not Path(src["path"]).is_absolute():
             src["path"] = str((base / src["path"]).resolve())
 
 
 def _format_error(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid config {origin}:"]
+    """One line for one problem (``invalid config X: key: what``), else one line per problem."""
+    problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see data/configs/demo.yaml for every key)"
-        lines.append(f"  - {loc}: {msg}")
-    return "\n".join(lines)
+        problems.append(f"{loc}: {msg}")
+    if len(problems) == 1:
+        return f"invalid config {origin}: {problems[0]}"
+    return "\n".join([f"invalid config {origin}:"] + [f"  - {p}" for p in problems])
 
 
 def config_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> PipelineConfig:

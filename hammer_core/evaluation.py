@@ -207,6 +207,11 @@ def as_call(obj: Any) -> Call | None:
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 
+#: The largest integer arithmetic in a call may build, in bits (~1,233 digits: under Python's
+#: 4,300-digit limit for printing it). Capping each exponent is not enough: ``((10**64)**64)**64``
+#: repeats powers until one takes minutes.
+_MAX_INT_BITS = 4096
+
 
 def python_calls(text: str) -> list[Call] | None:
     """BFCL's Python call syntax (``[f(a=1), m.g(b=[2])]``, brackets optional); keyword
@@ -275,8 +280,20 @@ def _py_value(node: ast.AST) -> Any:
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (left, right)):
             if isinstance(node.op, ast.Pow) and abs(right) > 64:
                 raise ValueError("exponent too large")
+            if isinstance(left, int) and isinstance(right, int) and _result_bits(node.op, left, right) > _MAX_INT_BITS:
+                raise ValueError("integer result too large")
             return _BINOPS[type(node.op)](left, right)
     return ast.unparse(node)
+
+
+def _result_bits(op: ast.operator, left: int, right: int) -> int:
+    """An upper bound of the bits of ``left <op> right`` for the operators that grow a number
+    (others stay within their operands' size)."""
+    if isinstance(op, ast.Pow):
+        return right * left.bit_length() if right > 0 else 0  # a negative exponent gives a float
+    if isinstance(op, ast.Mult):
+        return left.bit_length() + right.bit_length()
+    return 0
 
 
 def as_bfcl(calls: Any) -> Any:

@@ -2,10 +2,11 @@
 
 Readers (:func:`read_records`) turn a file into ``(location, record)`` pairs, where a record is
 a dict or, for input that cannot even be parsed (a bad JSON line, invalid UTF-8, a row over the
-size limit), a :class:`~hammer_core.formats.RowError`. Each record then goes through its
-format's normalizer (:mod:`hammer_core.formats`), which yields one candidate row per target
-(one for single-turn formats, one per learned-from assistant turn of a conversation) and
-validates each (:mod:`hammer_core.validation`). Nothing a row contains can stop the run.
+size limit, a row nested too deep for the JSON decoder), a :class:`~hammer_core.formats.RowError`.
+Each record then goes through its format's normalizer (:mod:`hammer_core.formats`), which yields
+one candidate row per target (one for single-turn formats, one per learned-from assistant turn
+of a conversation) and validates each (:mod:`hammer_core.validation`). Nothing a row contains
+can stop the run: a row nested deeper than the normalizers go is a ``too_deep`` reject too.
 
 Accounting
 ----------
@@ -202,7 +203,14 @@ def _encodable(value: Any) -> bool:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return False
+    except RecursionError:
+        return True  # too deep to check here; validation rejects it as too_deep
     return True
+
+
+def _too_deep(what: str, raw: str) -> RowError:
+    return RowError("too_deep", f"{what} nests arrays/objects deeper than the JSON decoder "
+                                "goes (Python's recursion limit)", raw=raw)
 
 
 def _lines(f: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
@@ -243,7 +251,10 @@ def _read_json_lines(f: IO[bytes], where: str, limit: int) -> Iterator[tuple[str
             continue
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as e:
+        except RecursionError:
+            yield location, _too_deep(f"line {lineno}", text.rstrip("\r\n"))
+            continue
+        except ValueError as e:  # JSONDecodeError, or an integer over Python's 4,300 digits
             yield location, RowError("bad_json", f"line {lineno} is not valid JSON: {e}",
                                      raw=text.rstrip("\r\n"))
             continue
@@ -283,7 +294,9 @@ class _TextWindow:
 
 def _decode_element(window: _TextWindow, decoder: json.JSONDecoder, where: str, index: int,
                     max_window: int) -> tuple[Any, str]:
-    """Decode the array element at the cursor, reading more text until it is whole."""
+    """Decode the array element at the cursor, reading more text until it is whole. An element
+    the decoder cannot build (nested too deep, an integer over Python's 4,300 digits) is
+    skipped and returned as the RowError that rejects it."""
     window.peek()  # skip the whitespace before it
     while True:
         try:
@@ -296,6 +309,11 @@ def _decode_element(window: _TextWindow, decoder: json.JSONDecoder, where: str, 
                     f"{max_window >> 20} MiB cannot be streamed: convert the file to JSON "
                     "lines") from None
             continue
+        except (RecursionError, ValueError) as e:
+            text = _skip_element(window, where, index, max_window)
+            if isinstance(e, RecursionError):
+                return _too_deep(f"element {index}", text), text
+            return RowError("bad_json", f"element {index} cannot be decoded: {e}", raw=text), text
         if end == len(window.text) and not window.eof:
             window.more()  # the element touches the end of the window: it may go on
             continue
@@ -304,10 +322,49 @@ def _decode_element(window: _TextWindow, decoder: json.JSONDecoder, where: str, 
         return value, text
 
 
+_ELEMENT_SYNTAX = re.compile(r'[][{}",\\]')
+
+
+def _skip_element(window: _TextWindow, where: str, index: int, max_window: int) -> str:
+    """Move the cursor past the array element at it without decoding it (bracket counting,
+    strings skipped); return the element's text."""
+    depth, in_string, i = 0, False, window.pos
+    while True:
+        match = _ELEMENT_SYNTAX.search(window.text, i)
+        if match is None or (match.group() == "\\" and match.end() == len(window.text)):
+            i = (match.start() if match else len(window.text)) - window.pos
+            if len(window.text) - window.pos > max_window or not window.more():
+                raise SourceError(f"{where} is not a valid JSON array: element {index} does not "
+                                  "end (or is over the streaming window): convert the file to "
+                                  "JSON lines")
+            continue
+        char, i = match.group(), match.end()
+        if in_string:
+            if char == "\\":
+                i += 1  # the escaped character
+            in_string = char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif depth == 0:  # the ',' or ']' after a scalar element
+            i = match.start()
+            break
+        elif char != ",":
+            depth -= 1
+            if depth == 0:
+                break
+    text = window.text[window.pos:i].rstrip()
+    window.pos = i
+    return text
+
+
 def _array_element(value: Any, text: str, index: int, limit: int) -> Record:
     size = len(text.encode("utf-8", "surrogateescape"))
     if size > limit:
         return _too_large(f"element {index}", size, limit, text[:limit])
+    if isinstance(value, RowError):  # not decodable: see _decode_element
+        return value
     if _SURROGATE.search(text):  # invalid bytes, decoded by surrogateescape
         return RowError("invalid_utf8", f"element {index} is not valid UTF-8",
                         raw=text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
@@ -341,7 +398,7 @@ def _first_line_is_object(path: Path, gzipped: bool, limit: int) -> bool:
         line = f.readline(limit + 2).removeprefix(b"\xef\xbb\xbf")
     try:
         return isinstance(json.loads(line), dict)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return False
 
 
@@ -361,7 +418,7 @@ def _read_json_file(path: Path, gzipped: bool, where: str,
             try:
                 text = data.decode("utf-8-sig")
                 value = json.loads(text)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):
                 pass  # not one object: read it as JSON lines, each line judged on its own
             else:
                 yield f"{where}#0", _as_record(value, text, "the file")
@@ -588,7 +645,10 @@ def _truncate(text: str, limit: int = RAW_LIMIT_BYTES) -> str:
 def _raw_text(record: Record) -> str:
     if isinstance(record, RowError):
         return record.raw or ""
-    return json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)
+    except RecursionError:
+        return "(not shown: nested too deep to print)"
 
 
 def resolve_format(spec: SourceSpec) -> Format | None:
@@ -631,6 +691,10 @@ def _candidates(fmt: Format | None, record: Record, spec: SourceSpec,
         return candidates
     except RowError as e:
         return [Candidate("", error=e)]
+    except RecursionError:  # a value nested too deep for the normalizer's recursive walks
+        return [Candidate("", error=RowError(
+            "too_deep", "the record nests values deeper than its format's normalizer goes "
+                        "(Python's recursion limit)"))]
 
 
 def iter_source(spec: SourceSpec, seen: SeenRows | None = None, *,

@@ -64,7 +64,9 @@ from typing import Any
 
 import numpy as np
 
+from hammer_core.formats import RowError
 from hammer_core.schema import dumps, parse_json
+from hammer_core.validation import check_depth
 
 try:  # the compiled helpers (optional; see hammer_core.fastprep)
     from hammer_core import _fastprep
@@ -708,7 +710,8 @@ def rename_history(messages: Sequence[dict[str, str]], renames: dict[str, tuple[
             continue
         try:
             calls = parse_json(text)
-        except ValueError:
+            check_depth(calls, "calls")
+        except (ValueError, RecursionError, RowError):  # not JSON, or nested too deep for calls
             continue
         if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
                                                   and isinstance(c.get("arguments"), dict) for c in calls):

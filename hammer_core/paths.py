@@ -1,4 +1,5 @@
-"""Where the project's bundled files live (no heavy imports: the CLI reads these at start-up).
+"""Where the project's bundled files live, and the folder names of task labels (no heavy
+imports: the CLI reads these at start-up).
 
 ``HAMMER_DATA_DIR`` overrides the data folder (sample corpus, tiny tokenizer, configs).
 """
@@ -15,3 +16,29 @@ DEMO_CONFIG = DATA_DIR / "configs" / "demo.yaml"
 DEMO_CONFIGS = {"hammer-tiny-qwen2": DEMO_CONFIG, "smollm2-135m": DATA_DIR / "configs" / "demo-smollm2.yaml"}
 #: questions the demo asks the registered model once it is registered (never in its training data)
 DEMO_QUESTIONS = DATA_DIR / "sample" / "questions.jsonl"
+
+
+def safe_dirname(task: str) -> str:
+    """The folder name of a task label (``adapters/<name>``, ``merged/<name>``): letters,
+    digits, ``-``, ``_`` and ``.`` are kept, anything else becomes ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
+
+
+def task_dirnames(tasks: list[str]) -> dict[str, str]:
+    """``{task: safe_dirname(task)}``; ValueError naming both labels when two tasks map to one
+    folder name (``trip/eu`` and ``trip eu``: one task would ship the other's adapter), and
+    naming the label when its name is no folder of its own (``""``, ``.``, ``..``)."""
+    names: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for task in dict.fromkeys(tasks):
+        name = safe_dirname(task)
+        if name in ("", ".", ".."):
+            raise ValueError(f"task label {task!r} gives no usable folder name ({name!r}): "
+                             "use letters, digits, '-', '_' or '.'")
+        if name in owner:
+            raise ValueError(f"task labels {owner[name]!r} and {task!r} both become the folder "
+                             f"name {name!r} (adapters/<task>): give them labels that differ in "
+                             "letters, digits, '-', '_' or '.'")
+        owner[name] = task
+        names[task] = name
+    return names

@@ -3,7 +3,9 @@
 The ``hammer`` CLI subcommands and the Prefect tasks both call exactly these, so a stage
 behaves the same from a shell, from a flow run and from a test. Every stage writes into its
 own folder under ``output_dir`` (``ingest/``, ``prepare/``, ``train/``, ``export/``,
-``eval/``, ``register/``) and reads its inputs from the folders of earlier stages.
+``eval/``, ``register/``) and reads its inputs from the folders of earlier stages. A stage
+starts by removing the temp files that a killed earlier run left in its folder
+(:func:`~hammer_core.artifacts.remove_stale_temp_files`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,34 @@ from hammer_core.config import ConfigError, PipelineConfig
 STAGES = ("ingest", "prepare", "train", "export", "eval", "register")
 
 
+def _own(out_dir: Path) -> Path:
+    """The stage's output folder, without the temp files of earlier runs that were killed."""
+    from hammer_core.artifacts import remove_stale_temp_files
+
+    remove_stale_temp_files(out_dir)
+    return Path(out_dir)
+
+
 def _source_specs(cfg: PipelineConfig):
     from hammer_core.ingest import SourceSpec
 
+    from hammer_core.paths import task_dirnames
+
     if not cfg.data.sources:
         raise ConfigError("nothing to ingest: data.sources is empty (give --input or a config with sources)")
-    return [SourceSpec.from_config(s) for s in cfg.data.sources]
+    specs = [SourceSpec.from_config(s) for s in cfg.data.sources]
+    named: dict[str, str] = {}  # source name -> path
+    for spec in specs:
+        if spec.name in named:
+            raise ConfigError(f"data.sources: {named[spec.name]} and {spec.path} are both named {spec.name!r} "
+                              "(a source is named after its file by default): give one a name of its own "
+                              "(`name:` in the config's data.sources; with --input, rename a file)")
+        named[str(spec.name)] = spec.path
+    try:  # each task gets its own adapters/<task> folder at export: catch a clash before any work
+        task_dirnames([str(s.task) for s in specs])
+    except ValueError as err:
+        raise ConfigError(f"data.sources: {err}") from None
+    return specs
 
 
 def ingest(cfg: PipelineConfig, out_dir: Path, shards: list[str] | None = None):
@@ -34,8 +58,8 @@ def ingest(cfg: PipelineConfig, out_dir: Path, shards: list[str] | None = None):
 
     specs = _source_specs(cfg)
     if shards is None:
-        return run(specs, Path(out_dir))
-    res = merge_shards(specs, [Path(p) for p in shards], Path(out_dir))
+        return run(specs, _own(out_dir))
+    res = merge_shards(specs, [Path(p) for p in shards], _own(out_dir))
     for folder in {Path(p).parent for p in shards}:
         if folder.name == SHARDS_DIR:
             shutil.rmtree(folder, ignore_errors=True)
@@ -67,7 +91,7 @@ def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path, dask: bool = F
     from hammer_core.prepare import prepare as run
 
     src = Path(ingest_dir)
-    return run(cfg, open_artifact(src / "examples.parquet" if src.is_dir() else src), Path(out_dir), dask=dask)
+    return run(cfg, open_artifact(src / "examples.parquet" if src.is_dir() else src), _own(out_dir), dask=dask)
 
 
 def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool = True):
@@ -78,13 +102,13 @@ def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool 
     if cfg.train.track:  # an unreachable MLflow store: one clear error here, not from a worker's log
         from hammer_core.registry import preflight
         preflight(cfg)
-    return run(cfg, tokens, Path(out_dir), progress=progress)
+    return run(cfg, tokens, _own(out_dir), progress=progress)
 
 
 def export(train_dir: Path, out_dir: Path, merged: bool = False):
     from hammer_core.adapters import export_adapters
 
-    return export_adapters(Path(train_dir), Path(out_dir), merged=merged)
+    return export_adapters(Path(train_dir), _own(out_dir), merged=merged)
 
 
 def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: Path, progress: bool = True):
@@ -93,7 +117,7 @@ def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: P
 
     prep = Path(prepare_dir)
     return run(cfg, Path(train_dir), open_artifact(prep / "eval.parquet"), open_artifact(prep / "eval_tokens.parquet"),
-               Path(out_dir), progress=progress)
+               _own(out_dir), progress=progress)
 
 
 def register(cfg: PipelineConfig, run_dir: Path, out_dir: Path | None = None) -> dict[str, Any]:
@@ -104,4 +128,4 @@ def register(cfg: PipelineConfig, run_dir: Path, out_dir: Path | None = None) ->
     if missing:
         raise FileNotFoundError(f"{d} lacks the stage folders {missing}; run the earlier stages first")
     return run(cfg, ingest_dir=d / "ingest", prepare_dir=d / "prepare", train_dir=d / "train",
-               export_dir=d / "export", eval_dir=d / "eval", out_dir=Path(out_dir or d / "register"))
+               export_dir=d / "export", eval_dir=d / "eval", out_dir=_own(out_dir or d / "register"))

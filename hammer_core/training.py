@@ -59,7 +59,7 @@ from hammer_core import checkpoint as ckpt
 from hammer_core.artifacts import Artifact, atomic_write_json, atomic_write_text, open_artifact
 from hammer_core.cgc_lora import CGCLoraConfig, CGCLoraModel, save_cgc_lora
 from hammer_core.cgc_lora.export import CGC_WEIGHTS_NAME
-from hammer_core.config import PipelineConfig, config_from_dict
+from hammer_core.config import ConfigError, PipelineConfig, config_from_dict
 from hammer_core.sampling import BatchStream, Position, SamplingSpec, rank_slice
 
 IGNORE_INDEX = -100
@@ -78,7 +78,8 @@ def train(cfg: PipelineConfig, train_tokens: Artifact, out_dir: str | Path, prog
     from hammer_core.distributed import launch
 
     if pq.read_metadata(train_tokens.path).num_rows == 0:
-        raise ValueError(f"{train_tokens.path} has no rows to train on")
+        raise ConfigError(f"{train_tokens.path} has no rows to train on: prepare kept no training row "
+                          "(see the reasons in its summary.json and in the ingest stage's rejects)")
     return TrainResult(Path(out_dir), launch(cfg, train_tokens, Path(out_dir), progress=progress))
 
 

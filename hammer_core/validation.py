@@ -19,6 +19,10 @@ The checks, in this order:
 7. ``missing_required_argument``: a call omits an argument listed in its tool's ``required``;
 8. ``bad_argument_type``: an argument's value does not fit its declared JSON-schema type.
 
+Before these, ``too_deep``: tools or calls nested more than :data:`MAX_DEPTH` arrays/objects
+deep. Every later stage walks these values (validation, masking, prompts, JSON dumps), some of
+it recursively, so this bound keeps a row far from Python's recursion limit wherever it goes.
+
 ``calls == "[]"`` (no call: an irrelevance row) is valid.
 
 Type checking (step 8) follows BFCL's checker, with its leniency:
@@ -50,6 +54,11 @@ from hammer_core.schema import parse_json
 #: What :func:`validate_parts` remembers of one tool: its properties and required names.
 Declared = dict[str, tuple[Mapping[str, Any], tuple[str, ...]]]
 
+#: The deepest nesting of arrays and objects a row's tools, or its calls, may have. A tool list
+#: is 5 deep at a flat parameter's spec, and each nested object or array parameter adds 2.
+MAX_DEPTH = 64
+_CONTAINERS = (list, dict)
+
 
 def validate_example(row: Mapping[str, Any]) -> None:
     """Raise :class:`RowError` if the canonical ``row`` is not a usable example (see module doc)."""
@@ -57,7 +66,7 @@ def validate_example(row: Mapping[str, Any]) -> None:
     tools = _parse_json_list(row.get("tools"), "tools", not_list_reason="bad_tool_spec")
     declared = validate_tools(tools)
     calls = _parse_json_list(row.get("calls"), "calls", not_list_reason="bad_call")
-    _check_calls(calls, declared)
+    _check_call_list(calls, declared)
 
 
 def validate_parts(messages: Any, tools: Any, calls: Any) -> None:
@@ -72,6 +81,7 @@ def validate_tools(tools: Any) -> Declared:
     whose tools fail is unusable as a whole, whatever its targets."""
     if not isinstance(tools, list):
         raise RowError("bad_tool_spec", f"tools must be a list, got {type(tools).__name__}")
+    check_depth(tools, "tools")
     return _check_tools(tools)
 
 
@@ -85,7 +95,20 @@ def validate_target(messages: Any, calls: Any, declared: Declared) -> None:
 def _check_call_list(calls: Any, declared: Declared) -> None:
     if not isinstance(calls, list):
         raise RowError("bad_call", f"calls must be a list, got {type(calls).__name__}")
+    check_depth(calls, "calls")
     _check_calls(calls, declared)
+
+
+def check_depth(value: Any, what: str) -> None:
+    """``too_deep`` if ``value`` nests lists/dicts more than :data:`MAX_DEPTH` levels deep
+    (``[]`` is 1 deep). Walks one level at a time, without recursion."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    for _ in range(MAX_DEPTH):
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v)
+                 if isinstance(c, _CONTAINERS)]
+        if not level:
+            return
+    raise RowError("too_deep", f"{what} nest arrays/objects more than {MAX_DEPTH} levels deep")
 
 
 def _check_query(messages: Any) -> None:
@@ -105,7 +128,9 @@ def _parse_json_list(text: Any, field: str, *, not_list_reason: str) -> list[Any
         raise RowError("bad_json", f"{field} must be a JSON string, got {type(text).__name__}")
     try:
         value = parse_json(text)
-    except json.JSONDecodeError as e:
+    except RecursionError:
+        raise RowError("too_deep", f"{field} nest arrays/objects too deep to parse") from None
+    except ValueError as e:  # JSONDecodeError, or an integer over Python's 4,300 digits
         raise RowError("bad_json", f"{field} is not valid JSON: {e}") from None
     if not isinstance(value, list):
         raise RowError(not_list_reason, f"{field} must be a JSON list, got {type(value).__name__}")
@@ -225,5 +250,5 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["Declared", "fits_type", "validate_example", "validate_parts", "validate_target",
+__all__ = ["MAX_DEPTH", "Declared", "check_depth", "fits_type", "validate_example", "validate_parts", "validate_target",
            "validate_tools"]

@@ -320,3 +320,32 @@ def test_other_architectures_export_exactly(
         with torch.no_grad():
             assert max_diff(logits, reloaded(input_ids=ids).logits) < 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["merged", *TASKS[:2]])  # no temp folders
+
+
+# ------------------------------------------------------------------ export folder names
+def _train_folder(path: Path, tasks: list[str]) -> Path:
+    """A train stage output folder (what hammer export reads), without training."""
+    import shutil
+
+    from hammer_core.paths import TINY_TOKENIZER_DIR
+
+    base = make_base()
+    base.save_pretrained(path / "base_model", safe_serialization=True)
+    save_cgc_lora(inject_cgc_lora(base, CGCLoraConfig(tasks=tasks, n_common=1, n_specific=1)), path / "adapter")
+    shutil.copytree(TINY_TOKENIZER_DIR, path / "tokenizer")
+    (path / "train_summary.json").write_text(json.dumps({"base_model": str(path / "base_model")}))
+    return path
+
+
+def test_export_refuses_task_labels_that_share_an_adapter_folder(tmp_path: Path) -> None:
+    from hammer_core.adapters import export_adapters
+
+    train = _train_folder(tmp_path / "clash", ["trip/eu", "trip eu"])
+    with pytest.raises(ConfigError, match=r"'trip/eu' and 'trip eu' both become the folder name 'trip_eu'"):
+        export_adapters(train, tmp_path / "export")
+    assert not (tmp_path / "export").exists()  # refused before writing anything
+
+    train = _train_folder(tmp_path / "distinct", ["trip/eu", "trip.eu"])
+    manifest = export_adapters(train, tmp_path / "export").manifest
+    assert manifest["adapters"] == {"trip/eu": "adapters/trip_eu", "trip.eu": "adapters/trip.eu"}
+    assert sorted(p.name for p in (tmp_path / "export" / "adapters").iterdir()) == ["trip.eu", "trip_eu"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -106,6 +108,17 @@ def test_python_calls_never_evaluates_code():
     assert python_calls("f(x=__import__('os').system('echo hi'))") == [
         {"name": "f", "arguments": {"x": "__import__('os').system('echo hi')"}}]
     assert python_calls("f(x=10**100000)") is None  # no giant arithmetic either
+
+
+def test_python_calls_refuses_repeated_powers_quickly():
+    # each exponent is small, the result is not: 10**(64**5) would take hours to compute, and
+    # a C-level power never lets a thread time out, so a subprocess is the wall-clock guard
+    code = ("from hammer_core.evaluation import python_calls\n"
+            "print(python_calls('[f(a=((((10**64)**64)**64)**64)**64)]'),"
+            " python_calls('f(a=(2**64)**63 * 3)') is not None, python_calls('f(a=(2**64)**64)'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "True", "None"]  # a parse failure; under the bound: computed
 
 
 # ---------------------------------------------------------------------------------------------- Hammer's metrics

@@ -22,7 +22,7 @@ from hammer_core.formats.xlam import normalize_xlam, python_type_to_schema
 from hammer_core.ingest import SourceError, SourceSpec, ingest, read_records
 from hammer_core.sample_data import BAD_ROWS, generate_sample
 from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps
-from hammer_core.validation import validate_example
+from hammer_core.validation import MAX_DEPTH, validate_example
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -183,8 +183,9 @@ def test_fixture_one_reject_per_reason(fixture_jsonl: Path, tmp_path: Path) -> N
     assert result.summary == {"records": 21, "examples": 21, "kept": 4, "rejected": 16,
                               "duplicates": 1, "by_reason": expected, "by_task": {"fixture": 4}}
     assert result.sources[0]["records"] == 21  # line 15 is blank: skipped, not counted
-    # every other code is exercised by the conversation formats (tests/test_formats.py)
-    assert set(REASONS) - set(expected) == {"unknown_format", "no_tools", "no_target"}
+    # every other code is exercised by the conversation formats (tests/test_formats.py), and
+    # too_deep by the nesting-depth tests below
+    assert set(REASONS) - set(expected) == {"unknown_format", "no_tools", "no_target", "too_deep"}
 
     rejects = read_rows(tmp_path / "out" / "rejects.parquet")
     assert pq.read_schema(tmp_path / "out" / "rejects.parquet").equals(REJECT_SCHEMA,
@@ -524,3 +525,141 @@ def test_import_order_independent() -> None:
     for first in ("hammer_core.validation", "hammer_core.formats.xlam", "hammer_core.ingest"):
         subprocess.run([sys.executable, "-c", f"import {first}; import hammer_core.formats"],
                        check=True, cwd=REPO)
+
+
+# --------------------------------------------------------------------------- nesting depth
+
+
+def deep(n: int, leaf: str = "1") -> str:
+    return "[" * n + leaf + "]" * n
+
+
+def test_rows_nested_too_deep_are_rejected_and_the_run_goes_on(tmp_path: Path) -> None:
+    # calls [{"arguments": {"when": X}}] are 3 deep around X ("when" takes any type)
+    nested_args = {"city": "Oslo", "when": json.loads(deep(MAX_DEPTH - 2))}
+    lines = [
+        json.dumps(xlam(id=1)),                                         # 1 kept
+        deep(100_000, ""),                                              # 2 the decoder gives up
+        '{"a":' * 100_000 + "1" + "}" * 100_000,                        # 3
+        json.dumps(xlam(id=4, tools=deep(100_000, ""))),                # 4 a JSON-string field
+        json.dumps(xlam(id=5, answers=call(**nested_args))),            # 5 parses, over MAX_DEPTH
+        json.dumps(xlam(id=6, tools=[{**WEATHER_TOOL, "parameters": {   # 6 List[List[...]]
+            "city": {"type": "List[" * 20_000 + "int" + "]" * 20_000}}}])),
+        '{"id": 7, "x": ' + "7" * 5000 + "}",                           # 7 over 4,300 digits
+        json.dumps(xlam(id=8, query="Weather in Oslo now?")),           # 8 kept
+    ]
+    path = tmp_path / "deep.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = ingest([SourceSpec(str(path), format="xlam")], tmp_path / "out")
+    assert (result.summary["kept"], result.summary["rejected"]) == (2, 6)
+    rejects = {int(r["location"].rsplit(":", 1)[1]): r for r in read_rows(tmp_path / "out" / "rejects.parquet")}
+    assert {n: r["reason"] for n, r in rejects.items()} == {
+        2: "too_deep", 3: "too_deep", 4: "too_deep", 5: "too_deep", 6: "too_deep", 7: "bad_json"}
+    assert rejects[2]["detail"].startswith("line 2 ") and rejects[2]["raw"].startswith("[[[[")
+    assert "calls" in rejects[5]["detail"] and f"{MAX_DEPTH} levels" in rejects[5]["detail"]
+    assert "'city'" in rejects[6]["detail"] and "4300 digits" in rejects[7]["detail"]
+    # exactly MAX_DEPTH deep is fine
+    validate_example(_with(canonical_row(), calls=[{"name": "get_weather", "arguments": {
+        "city": "Oslo", "when": json.loads(deep(MAX_DEPTH - 3))}}]))
+
+
+def test_json_array_elements_nested_too_deep_are_skipped(tmp_path: Path) -> None:
+    # a deep element holding brackets, quotes and escapes in a string long enough to span
+    # several 1 MiB read windows; a number over 4,300 digits; good elements around them
+    tricky = json.dumps("]}\\\"[{," * 300_000)
+    elements = [json.dumps(xlam(id=1)), deep(5000, tricky), "9" * 5000,
+                deep(5000, ""), json.dumps(xlam(id=5, query="Weather in Oslo now?"))]
+    path = tmp_path / "deep.json"
+    path.write_text("[\n" + ",\n ".join(elements) + "\n]\n")
+    result = ingest([SourceSpec(str(path), format="xlam", max_row_bytes=4 << 20)], tmp_path / "out")
+    assert [r["id"] for r in read_rows(tmp_path / "out" / "examples.parquet")] == ["1", "5"]
+    rejects = read_rows(tmp_path / "out" / "rejects.parquet")
+    assert {Path(r["location"]).name: r["reason"] for r in rejects} == {
+        "deep.json#1": "too_deep", "deep.json#2": "bad_json", "deep.json#3": "too_deep"}
+    assert rejects[0]["raw"].startswith("[[[[") and rejects[1]["raw"].startswith("9999")
+    assert result.summary["read"] == 5
+
+
+def test_a_conversation_with_a_too_deep_call_turn_is_rejected_whole(tmp_path: Path) -> None:
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {}}}}}
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                    "name": "get_weather", "arguments": json.dumps({"city": json.loads(deep(200))})}}]},
+                {"role": "tool", "content": "sunny"},
+                {"role": "user", "content": "And in Oslo?"},
+                {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                    "name": "get_weather", "arguments": json.dumps({"city": "Oslo"})}}]}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": messages, "tools": [weather]}) + "\n")
+    result = ingest([SourceSpec(str(path), format="openai")], tmp_path / "out")
+    # the deep turn would sit in the history of the second target
+    assert (result.summary["kept"], result.summary["by_reason"]) == (0, {"too_deep": 1})
+
+
+# --------------------------------------------------------------------------- task labels
+
+
+def test_task_labels_that_share_an_adapter_folder_are_a_config_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data:\n  sources:\n"
+                      f"    - {{path: {SAMPLE / 'travel.jsonl'}, task: trip/eu}}\n"
+                      f"    - {{path: {SAMPLE / 'finance.jsonl'}, task: trip eu}}\n")
+    assert main(["ingest", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hammer: data.sources: task labels 'trip/eu' and 'trip eu' both become "
+                          "the folder name 'trip_eu'") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before reading anything
+    config.write_text(config.read_text().replace("trip eu", "trip.eu"))  # distinct folders: fine
+    assert main(["ingest", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- temp files
+
+
+def _writer_process(target: Path) -> tuple[subprocess.Popen, Path]:
+    """A process writing the artifact ``target`` that stops half way (it sleeps); and its temp file."""
+    code = ("import sys, time, pyarrow as pa\n"
+            "from hammer_core.artifacts import ArtifactWriter\n"
+            "w = ArtifactWriter(sys.argv[1], pa.schema([('x', pa.int64())]), kind='x')\n"
+            "w.write_rows([{'x': 1}])\n"
+            "print(w._tmp, flush=True)\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    tmp = Path(proc.stdout.readline().strip())
+    assert tmp.is_file() and tmp.parent == target.parent
+    return proc, tmp
+
+
+def test_a_stage_removes_the_temp_files_of_killed_runs_in_its_folder(tmp_path: Path) -> None:
+    from hammer_core import stages
+    from hammer_core.config import config_from_dict
+
+    out = tmp_path / "ingest"
+    cfg = config_from_dict({"data": {"sources": [{"path": str(SAMPLE / "finance.jsonl")}]}})
+    first = stages.ingest(cfg, out)
+    killed = []
+    for target in (out / "examples.parquet", out / "nested" / "x.parquet"):  # a run killed mid-write
+        proc, tmp = _writer_process(target)
+        proc.kill()
+        proc.wait()
+        killed.append(tmp)
+    live, live_tmp = _writer_process(out / "rejects.parquet")  # a writer still at work
+    # a writer on another host sharing the folder, whose process id is free here
+    elsewhere = out / f".examples.parquet.{proc.pid}-some-other-host.abcd1234.tmp"
+    not_ours = out / ".notes.tmp"
+    for path in (elsewhere, not_ours):
+        path.write_text("")
+    try:
+        again = stages.ingest(cfg, out)
+        assert not any(p.exists() for p in killed)
+        assert live_tmp.exists() and elsewhere.exists() and not_ours.exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert again.examples.content_hash == first.examples.content_hash
+    assert open_artifact(out / "examples.parquet").read().num_rows == first.summary["kept"]

@@ -297,3 +297,48 @@ def test_cli_says_what_to_do_when_prefect_or_mlflow_is_unreachable(tmp_path):
         assert out.returncode == 2, out.stderr
         assert closed in out.stderr and "Traceback" not in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
+    """Bad configs, clashing inputs, an empty training set and a file as --out: one line on
+    stderr (``hammer: ...``), exit code 2, no traceback."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.jsonl").write_text((SAMPLE / "travel.jsonl").read_text())
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    (tmp_path / "a_file").write_text("")
+    for name, text in {"empty_data": "data:\n", "inf": "train:\n  lr: .inf\n", "nan": "train:\n  lr: .nan\n",
+                       "inf_gate": "registry:\n  promotion:\n    min_delta: .inf\n"}.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    env = dict(os.environ)
+    # an ingest and a prepare with no row at all: train has nothing to train on
+    assert _cli(["ingest", "--input", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "ingest")],
+                env).returncode == 0
+    assert _cli(["prepare", "--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "prepare")],
+                env).returncode == 0
+
+    cases = [
+        (["ingest", "--config", str(tmp_path / "empty_data.yaml"), "--out", str(tmp_path / "o")],
+         "empty_data.yaml: data: Input should be a valid dictionary"),
+        (["ingest", "--input", str(tmp_path / "a" / "x.jsonl"), str(tmp_path / "b" / "x.jsonl"),
+          "--out", str(tmp_path / "o")], "are both named 'x'"),
+        (["train", "--input", str(tmp_path / "prepare"), "--out", str(tmp_path / "train"),
+          "--set", "train.track=false"], "has no rows to train on"),
+        (["ingest", "--input", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "a_file")],
+         f"--out {tmp_path / 'a_file'}: {tmp_path / 'a_file'} is a file, not a folder"),
+        (["prepare", "--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "a_file" / "prepare")],
+         f"{tmp_path / 'a_file'} is a file, not a folder"),
+        (["ingest", "--config", str(tmp_path / "inf.yaml"), "--out", str(tmp_path / "o")],
+         "inf.yaml: train.lr: Input should be a finite number"),
+        (["ingest", "--config", str(tmp_path / "nan.yaml"), "--out", str(tmp_path / "o")],
+         "nan.yaml: train.lr: Input should be a finite number"),
+        (["ingest", "--config", str(tmp_path / "inf_gate.yaml"), "--out", str(tmp_path / "o")],
+         "registry.promotion.min_delta: Input should be a finite number"),
+    ]
+    for args, expected in cases:
+        out = _cli(args, env)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.startswith("hammer: ") and len(out.stderr.strip().splitlines()) == 1, (args, out.stderr)
+        assert expected in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "train").exists()
+    assert (tmp_path / "a_file").read_text() == ""

@@ -561,3 +561,17 @@ def test_pack_fills_bins_without_overflow():
     assert len(bins) == 3  # 2950 tokens need at least 3 bins of 1000
     with pytest.raises(ValueError, match="max_length"):
         pack([1200], 1000)
+
+
+def test_masking_keeps_a_call_turn_nested_too_deep_as_it_is():
+    # a history text that only looks like a call turn: too deep for orjson (json.loads then
+    # hits the recursion limit), or parseable but too deep to dump again
+    for n in (3000, 900):
+        deep_turn = dumps([{"name": "search_flights", "arguments": {"origin": "NYC"}}])[:-3] + \
+            ',"dest":' + "[" * n + "]" * n + "}}]"
+        r = weather_row()
+        r["messages"] = [{"role": "user", "content": "Fly me to Paris."},
+                         {"role": "assistant", "content": deep_turn},
+                         {"role": "user", "content": "And the weather in Paris?"}]
+        m = mask_row(r, seed=1)
+        assert m["messages"][1]["content"] == deep_turn

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +52,18 @@ PEFT_KEY_PREFIX = "base_model.model."
 
 
 # ------------------------------------------------------------------------------ file I/O
+def _temp_prefix(path: str | os.PathLike[str]) -> str:
+    """``.<name>.<pid>-<host>.``: hammer_core.artifacts.temp_prefix's naming (this package
+    imports nothing of hammer_core), so a later stage run can tell a killed writer's leftovers."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    return f".{os.path.basename(os.path.abspath(path))}.{os.getpid()}-{host}."
+
+
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temp file next to ``path``, then atomically rename it."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -219,7 +227,7 @@ def save_merged_task(model: CGCLoraModel, task: int | str, out_dir: str | os.Pat
         raise TypeError(f"the base model ({type(merged).__name__}) has no save_pretrained; save it yourself")
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=_temp_prefix(out), suffix=".tmp"))
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         if out.exists():

@@ -52,6 +52,8 @@ REASONS: dict[str, str] = {
     "invalid_utf8": "the row's bytes are not valid UTF-8 (or its JSON escapes encode a lone "
                     "surrogate, which no UTF-8 text can hold)",
     "row_too_large": "the raw row is larger than the source's max_row_bytes",
+    "too_deep": "the row nests arrays/objects (or type expressions such as List[List[...]]) "
+                "deeper than the pipeline walks (validation.MAX_DEPTH levels in tools and calls)",
     "missing_field": "a field the format requires is absent",
     "bad_field": "a field has the wrong type or value (e.g. the query is not a string, a "
                  "conversation turn has an unknown role)",

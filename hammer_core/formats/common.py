@@ -66,12 +66,16 @@ _NESTED_ONE = ("items", "additionalProperties")
 
 
 def load_json_value(value: Any, what: str) -> Any:
-    """``value`` parsed if it is a JSON string (``bad_json`` if it does not parse), else as is."""
+    """``value`` parsed if it is a JSON string (``bad_json`` if it does not parse, ``too_deep``
+    if it nests deeper than the decoder goes), else as is."""
     if not isinstance(value, str):
         return value
     try:
         return json.loads(value)
-    except json.JSONDecodeError as e:
+    except RecursionError:
+        raise RowError("too_deep", f"{what} nests arrays/objects deeper than the JSON decoder "
+                                   "goes (Python's recursion limit)") from None
+    except ValueError as e:  # JSONDecodeError, or an integer over Python's 4,300 digits
         raise RowError("bad_json", f"{what} is not valid JSON: {e}") from None
 
 
@@ -288,6 +292,9 @@ def conversation_candidates(turns: list[Turn], tools: list[dict[str, Any]], *, b
     if not tools:
         raise RowError("no_tools", "the conversation offers no function (no tools)")
     declared = validation.validate_tools(tools)
+    for turn in turns:  # a call turn sits in the history of every later target: check it here
+        if turn.calls is not None:
+            validation.check_depth(turn.calls, "the calls of an assistant turn")
     tools_json, digest = dump_tools(tools)
     messages: list[dict[str, str]] = []
     out: list[Candidate] = []

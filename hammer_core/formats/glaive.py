@@ -74,7 +74,7 @@ def _decode_functions(listing: str) -> list[Any]:
             return functions
         try:
             value, pos = _DECODER.raw_decode(listing, pos)
-        except json.JSONDecodeError as e:
+        except ValueError as e:
             raise RowError("bad_json", f"the system prompt's function list is not JSON "
                                        f"after function #{len(functions)}: {e}") from None
         functions.extend(value if isinstance(value, list) else [value])
@@ -85,7 +85,7 @@ def parse_functioncall(payload: str, what: str) -> dict[str, Any]:
     payload = payload.strip()
     try:
         value = json.loads(payload)
-    except json.JSONDecodeError:
+    except ValueError:
         value = None
     if isinstance(value, Mapping):
         return convert_call(value, what)
@@ -98,10 +98,10 @@ def parse_functioncall(payload: str, what: str) -> dict[str, Any]:
     args_text = match.group(2)
     try:
         arguments = json.loads(args_text)
-    except json.JSONDecodeError as e:
+    except ValueError as e:
         try:  # a stray \' inside the single quotes
             arguments = json.loads(args_text.replace("\\'", "'"))
-        except json.JSONDecodeError:
+        except ValueError:
             raise RowError("bad_json", f"the arguments of the call to {name!r} in {what} are "
                                        f"not valid JSON: {e}") from None
     return {"name": name, "arguments": arguments}

@@ -48,6 +48,7 @@ from typing import Any
 
 from hammer_core.formats import MAPPINGS, Candidate, RowError
 from hammer_core.formats.common import json_field, record_id, single_candidate, tool_header, unique_tools
+from hammer_core import validation
 
 _OPTIONAL_SUFFIX = re.compile(r",\s*optional\s*$", re.IGNORECASE)
 
@@ -156,6 +157,9 @@ def _convert_parameter(tool: str, pname: Any, spec: Any) -> tuple[dict[str, Any]
     if not isinstance(description, str):
         raise RowError("bad_tool_spec", f"tool {tool!r}: parameter {pname!r} has a non-string "
                                         "description")
+    if type_str is not None and type_str.count("[") > validation.MAX_DEPTH:  # parsing is quadratic
+        raise RowError("too_deep", f"tool {tool!r}: the type of parameter {pname!r} holds more than "
+                                   f"{validation.MAX_DEPTH} '[' (type expressions nest at most that deep)")
     # Key order is part of the output bytes (schema.dumps keeps it): type, items, description,
     # default, any other keys as given, x-python-type.
     fragment, optional = _cached_type_schema(type_str) if type_str is not None else ({}, False)
