@@ -577,7 +577,7 @@ def test_json_array_elements_nested_too_deep_are_skipped(tmp_path: Path) -> None
     assert {Path(r["location"]).name: r["reason"] for r in rejects} == {
         "deep.json#1": "too_deep", "deep.json#2": "bad_json", "deep.json#3": "too_deep"}
     assert rejects[0]["raw"].startswith("[[[[") and rejects[1]["raw"].startswith("9999")
-    assert result.summary["read"] == 5
+    assert result.summary["records"] == 5
 
 
 def test_a_conversation_with_a_too_deep_call_turn_is_rejected_whole(tmp_path: Path) -> None:
