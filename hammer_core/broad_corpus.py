@@ -199,7 +199,7 @@ def build_tools(domain: str, families: Iterable[Family]) -> tuple[Tool, ...]:
             function = Function(name, family.description.format(**subject),
                                 tuple(s.param(subject) for s in family.slots),
                                 _maker(family, subject))
-            topic = family.topic.format(**subject) if subject.get("key") else name
+            topic = family.topic.format(**subject) or name
             tools.append(Tool(function, domain, frozenset({topic}),
                               frozenset(c.format(**subject) for c in family.conflicts)))
     return tuple(tools)
@@ -685,8 +685,8 @@ SPORTS = (
            (Slot("team", "str", "Full team name, e.g. '{teams[0]}'.", _from_subject("teams")),
             Slot("games", "int", "How many upcoming games to list.", [3, 5, 10], default=5)),
            ("When is the next {team} game?", "Show the next {games} games on the {team} "
-            "schedule.", "What's coming up on the {team} schedule?", "Who is {team} playing in "
-            "their next {games} {label} games?"),
+            "schedule.", "What's coming up on the {team} schedule?", "Show me the opponents {team} "
+            "will face in the next {games} {label} games."),
            _LEAGUES),
     Family("get_{key}_player_season_stats", "Get a {label} player's statistics for a season.",
            (Slot("player", "str", "Player's full name.", _from_subject("players")), _SEASON),
@@ -726,7 +726,7 @@ MUSIC = (
             S("upcoming_concerts", "upcoming concert dates"),
             S("similar_artists", "similar artists"), S("award_history", "awards and nominations"),
             S("monthly_listeners", "monthly listener numbers"))),
-    Family("get_track_{key}", "Get the {label} of a song.",
+    Family("get_track_{key}", "Get the {label} of a song, identified by its title and artist.",
            (_SONG, _SONG_ARTIST),
            ("Get me the {label} of {title} by {artist}.", "Show me the {label} for "
             "'{title}' by {artist}.", "{title} ({artist}): {label}, please.",
@@ -768,7 +768,7 @@ FILM_GENRES = ["comedy", "horror", "science fiction", "documentary", "animation"
 _MOVIE = Slot("title", "str", "Title of the film.", MOVIES)
 
 MOVIES_TV = (
-    Family("get_movie_{key}", "Get the {label} of a film.", (_MOVIE,),
+    Family("get_movie_{key}", "Get the {label} of a film, looked up by its title.", (_MOVIE,),
            ("What's the {label} of {title}?", "Tell me the {label} for the movie {title}.",
             "Look up the {label} of '{title}'.", "{title}: {label}?"),
            (S("cast", "main cast"), S("director", "director"), S("runtime", "running time"),
@@ -821,7 +821,7 @@ COOKING = (
            "optionally under a time limit.",
            (_INGREDIENT, Slot("max_minutes", "int", "Longest total cooking time in minutes.",
                               [20, 30, 45, 60], optional=True)),
-           ("Find me a {label} recipe with {ingredient}.", "What {label} dishes can I make with "
+           ("Find me {label} recipes with {ingredient}.", "What {label} dishes can I make with "
             "{ingredient} in under {max_minutes} minutes?", "{label} recipes using {ingredient}?",
             "I have {ingredient} at home; any {label} ideas?"),
            (S("italian", "Italian"), S("japanese", "Japanese"), S("mexican", "Mexican"),
@@ -869,8 +869,7 @@ MARKETS = (
            ("What's the {label} of {symbol}?", "Look up the {label} for {symbol} stock.",
             "Check {symbol}: I need its {label}.", "{symbol} {label}?"),
            (S("dividend_yield", "dividend yield"), S("pe_ratio", "price-to-earnings ratio"),
-            S("market_cap", "market capitalization"), S("beta", "beta (volatility against the "
-                                                              "market)"),
+            S("market_cap", "market capitalization"), S("beta", "beta coefficient"),
             S("analyst_rating", "consensus analyst rating"),
             S("earnings_date", "next earnings date"), S("short_interest", "short interest"))),
     Family("get_crypto_{key}", "Get the {label} of a cryptocurrency, in a fiat currency.",
@@ -928,7 +927,7 @@ _ACCOUNTS = (S("checking", "checking account"), S("savings", "savings account"),
              S("credit_card", "credit card"))
 BANKING = (
     Family("get_{key}_balance", "Get the current balance of the user's {label}.", (),
-           ("What's my {label} balance?", "How much is in my {label}?",
+           ("What's my {label} balance?", "How much money is on my {label} right now?",
             "Check the balance on my {label}.", "{label} balance pls"),
            _ACCOUNTS),
     Family("list_{key}_transactions", "List recent transactions on the user's {label}, newest "
@@ -1005,8 +1004,8 @@ SHOPPING = (
                  optional=True),
             Slot("sort_by", "str", "'relevance', 'price' or 'rating'.",
                  ["relevance", "price", "rating"], default="relevance")),
-           ("Search the {label} section for {keyword}.", "Find {keyword} under {max_price} "
-            "in {label}.", "Show me {keyword} in the {label} department, sorted by {sort_by}.",
+           ("Search the {label} section for {keyword}.", "Find {keyword} priced under {max_price} "
+            "in the {label} section.", "Show me results for {keyword} in the {label} department, sorted by {sort_by}.",
             "looking for {keyword} ({label})"),
            _DEPTS),
     Family("get_{key}_deals", "List today's discounted products in the {label} department.",
@@ -1050,14 +1049,14 @@ SHOPPING = (
 
 _FIELDS = (S("software", "software engineering", titles=["backend engineer", "frontend developer",
                                                          "site reliability engineer"]),
-           S("nursing", "nursing", titles=["registered nurse", "ICU nurse", "nurse practitioner"]),
+           S("nursing", "nursing", titles=["registered nurse", "critical care nurse", "nurse practitioner"]),
            S("teaching", "teaching", titles=["math teacher", "kindergarten teacher",
-                                             "ESL instructor"]),
+                                             "language teacher"]),
            S("data_science", "data science", titles=["data analyst", "machine learning engineer",
                                                      "data scientist"]),
-           S("marketing", "marketing", titles=["content marketer", "SEO specialist",
+           S("marketing", "marketing", titles=["content marketer", "search marketing specialist",
                                                "brand manager"]),
-           S("accounting", "accounting", titles=["staff accountant", "auditor",
+           S("accounting", "accounting", titles=["staff accountant", "tax auditor",
                                                  "payroll specialist"]))
 EMPLOYERS = ["Acme Corp", "Globex", "Initech", "Umbrella Health", "Stark Industries",
              "Wayne Enterprises"]
@@ -1088,7 +1087,7 @@ JOBS = (
          "{company}.", "is {company} a good place to work?"), topic="employer_reviews"),
     one("list_job_skills", "List the skills employers most often ask for in a job title.",
         (Slot("job_title", "str", "Job title.", ["product manager", "UX designer",
-                                                 "electrician", "paralegal", "data engineer"]),),
+                                                 "licensed electrician", "paralegal", "data engineer"]),),
         ("What skills do I need to become a {job_title}?", "List the top skills for a "
          "{job_title}.", "{job_title}: what do employers look for?"), topic="skills"),
 )
@@ -1097,12 +1096,12 @@ JOBS = (
 
 _COUNTRY = Slot("country", "str", "Name of the country.", MORE_COUNTRIES)
 GEOGRAPHY = (
-    Family("get_country_{key}", "Get the {label} of a country.", (_COUNTRY,),
-           ("What is the {label} of {country}?", "Tell me the {label} of {country}.",
+    Family("get_country_{key}", "Get the {label} of a country from a world factbook.", (_COUNTRY,),
+           ("I need to know the {label} of {country}.", "Tell me the {label} of {country}.",
             "Look up {country}'s {label}.", "{country}: {label}?"),
            (S("capital", "capital city"), S("population", "population"),
             S("official_languages", "official languages"), S("currency", "official currency"),
-            S("land_area", "land area in square kilometers"),
+            S("land_area", "land area"),
             S("highest_point", "highest point"), S("neighbors", "bordering countries"),
             S("calling_code", "international calling code"))),
     Family("get_city_{key}", "Get the {label} of a city.",
@@ -1394,6 +1393,16 @@ def _join(first: str, second: str, second_args: Args, rng: random.Random) -> str
     return f"{first} {rng.choice(_JOINERS)}{lowered}"
 
 
+def _required(tool: Tool) -> list[str]:
+    return [p.name for p in tool.function.params
+            if p.default is _NO_DEFAULT and not p.type.endswith("optional")]
+
+
+def _distinct_requests(tool: Tool, a: Args, b: Args) -> bool:
+    """Whether two calls of ``tool`` differ in a required argument (defaults do not count)."""
+    return any(a.get(name) != b.get(name) for name in _required(tool))
+
+
 def _can_answer(tool: Tool, asked: Tool) -> bool:
     """Whether ``tool`` might answer a question meant for ``asked`` (same topic, a conflict)."""
     return tool.name == asked.name or bool(tool.topics & asked.topics) \
@@ -1405,7 +1414,7 @@ def _make_row(rng: random.Random, kind: str, gold: list[Tool],
     """(query, candidate tools in order, calls) of one row of ``kind``; ``gold`` are the tools
     rows may be about, ``offer`` the tools that may be listed, by domain."""
     if kind == "parallel":
-        first = rng.choice([t for t in gold if t.function.params])
+        first = rng.choice([t for t in gold if _required(t)] or gold)
         chosen = [first, first]
     else:
         first = rng.choice(gold)
@@ -1416,10 +1425,10 @@ def _make_row(rng: random.Random, kind: str, gold: list[Tool],
             if seconds:
                 chosen.append(rng.choice(seconds))
     parts = [fn.function.make(rng) for fn in chosen]
-    for _ in range(20):
-        if len(parts) < 2 or parts[0][1] != parts[1][1]:
+    for _ in range(50):  # parallel calls must ask for different things, not only say it twice
+        if kind != "parallel" or _distinct_requests(first, parts[0][1], parts[1][1]):
             break
-        parts[1] = chosen[1].function.make(rng)  # parallel calls need different arguments
+        parts[1] = first.function.make(rng)
     query = parts[0][0]
     for (q, args) in parts[1:]:
         query = _join(query, q, args, rng)
