@@ -13,7 +13,7 @@ template, typed parameters (:class:`Slot`: a :class:`~hammer_core.sample_data.Pa
 its values come from) and at least three query templates (questions, imperatives, casual
 requests), applied to a list of *subjects* (e.g. ``get_current_{key}`` over temperature,
 humidity, UV index...), so one family gives several tools with similar names and different
-purposes. The tool set does not depend on the seed: :data:`DOMAINS` maps 17 domains to
+purposes. The tool set does not depend on the seed: :data:`DOMAINS` maps 18 domains to
 their tools (well over 300 in all), :data:`CLUSTERS` groups the domains into four task clusters
 (one output file each, because the CGC-LoRA task label is per file). A tool's stable id is
 ``"<domain>/<name>"`` (:func:`tool_ids`); no tool name is a BFCL function name.
@@ -32,7 +32,10 @@ explicitly. Gold tools are drawn uniformly over the cluster's tools, so every to
 every domain. Rows whose gold tools are unseen go to ``<cluster>.unseen.jsonl``; the seen file
 ``<cluster>.jsonl`` never mentions an unseen tool, neither as gold nor as distractor (the unseen
 files may offer seen tools as distractors). Train on the seen files, test on the unseen ones.
-With ``unseen_share=0`` no unseen file is written.
+With ``unseen_share=0`` no unseen file is written. ``tools.json`` lists every tool's id, name,
+domain, cluster and whether it is held out. Ingest a held-out file under its cluster's task
+(``SourceSpec("everyday.unseen.jsonl", task="everyday")``, or ``task:`` in the config); by
+default its task would be the file name, ``everyday.unseen``.
 
 Usage::
 

@@ -81,10 +81,13 @@ def test_same_seed_same_bytes_other_seed_differs(corpus, tmp_path: Path) -> None
 
 def test_every_row_passes_the_real_ingest(corpus, tmp_path: Path) -> None:
     out, summary = corpus
-    result = ingest([SourceSpec(str(p)) for p in _files(out)], tmp_path / "ingest")
+    # a held-out file is ingested under its cluster's task, as a benchmark config would
+    specs = [SourceSpec(str(p), task=p.name.split(".")[0]) for p in _files(out)]
+    result = ingest(specs, tmp_path / "ingest")
     assert result.summary["rejected"] == 0, result.summary["by_reason"]
     assert result.summary["duplicates"] == 0
     assert result.summary["kept"] == summary["rows"]
+    assert result.summary["by_task"] == {c: ROWS for c in bc.CLUSTERS}
 
 
 def test_row_shapes_and_kind_shares(corpus) -> None:
