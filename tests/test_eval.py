@@ -540,24 +540,32 @@ def test_every_exported_folder_renders_the_training_prompt_and_serving_lines_nam
     assert facts["vllm"] in md and facts["sglang"] in md and "parse_calls" in md
 
 
-def test_chat_template_format_export_keeps_the_tokenizers_template_and_picks_its_parser(trained, tmp_path):
+def chat_template_train(root: Path, train: Path):
+    """The trained fixture's model as if trained with ``prepare.prompt_format: chat_template``: its
+    tokenizer's template renders tools (``<tool_call>`` blocks, as Qwen2.5 / Hermes). Returns it."""
     import shutil
 
-    from hammer_core.adapters import export_adapters
     from hammer_core.modeling import load_tiny_tokenizer
-    from hammer_core.tokenization import encode_chat_template
 
     from .test_recipe import TOOLS_TEMPLATE
 
-    _, root = trained
-    train = tmp_path / "train"
     shutil.copytree(root / "train", train)
     (train / "base_model").rename(train / "base")  # a base of its own: the tokenizer keeps its saved template
     tok = load_tiny_tokenizer()
-    tok.chat_template = TOOLS_TEMPLATE  # <tool_call> blocks, as Qwen2.5 / Hermes
+    tok.chat_template = TOOLS_TEMPLATE
     tok.save_pretrained(train / "tokenizer")
     (train / "train_summary.json").write_text(json.dumps({"base_model": str(train / "base"),
                                                          "prompt_format": "chat_template"}))
+    return tok
+
+
+def test_chat_template_format_export_keeps_the_tokenizers_template_and_picks_its_parser(trained, tmp_path):
+    from hammer_core.adapters import export_adapters
+    from hammer_core.tokenization import encode_chat_template
+
+    _, root = trained
+    train = tmp_path / "train"
+    tok = chat_template_train(root, train)
     res = export_adapters(train, tmp_path / "export")
     facts = json.loads((tmp_path / "export" / "serving.json").read_text())
     assert facts["tool_call_parser"] == "hermes" and "--enable-auto-tool-choice --tool-call-parser hermes" in facts["vllm"]
@@ -569,6 +577,41 @@ def test_chat_template_format_export_keeps_the_tokenizers_template_and_picks_its
         tools = [{"type": "function", "function": f} for f in json.loads(row["tools"])]
         got = exported.apply_chat_template(row["messages"], tools=tools, add_generation_prompt=True, tokenize=True)
         assert got["input_ids"] == list(memoryview(p).cast("i")), row["id"]
+
+
+def test_bfcl_and_robustness_prompts_use_the_trained_prompt_format(trained, tmp_path):
+    """prepare.prompt_format: chat_template -- BFCL and the robustness study prompt the model as prepare
+    rendered its rows (the tokenizer's own tools template), not in Hammer's format."""
+    from hammer_core.config import load_config
+    from hammer_core.tokenization import encode_chat_template, tokenize_rows
+
+    cfg, root = trained
+    tok = chat_template_train(root, tmp_path / "train")
+    cfg = load_config(DEMO_CONFIG, [f"output_dir={root}", "prepare.max_length=2048", "prepare.prompt_format=chat_template",
+                                    "eval.max_new_tokens=6", "eval.robustness_max_examples=2",
+                                    "eval.bfcl_categories=[simple_python]", "eval.bfcl_max_examples=2"])
+    gen = evaluation.Generator(tmp_path / "train")
+    entries = bfcl.load_category("simple_python")[:2]
+    prepared = [list(memoryview(p).cast("i")) for p, _ in encode_chat_template(
+        tok, [(e.messages, bfcl.prompt_functions(e), []) for e in entries])]
+    assert [gen.prompt_ids(e.messages, bfcl.prompt_functions(e), "chat_template") for e in entries] == prepared
+    result, records = evaluation._bfcl(cfg, gen, progress=False)
+    want = gen.generate(prepared, [result["task"]] * 2, 6, 8, progress=False)
+    hammer = gen.generate([gen.prompt_ids(e.messages, bfcl.prompt_functions(e)) for e in entries],
+                          [result["task"]] * 2, 6, 8, progress=False)
+    assert [r["output"] for r in records] == want != hammer  # the format decides the output
+
+    rows = pq.read_table(root / "prepare" / "eval.parquet").to_pylist()[:2]
+    base = [{"id": r["id"], "ast_correct": False} for r in rows]
+    _, rb = evaluation._robustness(cfg, gen, rows, base, progress=False)
+    for mode in robustness.MODES:
+        renamed = robustness.renamed_rows(rows, mode, cfg.seed)
+        kept, _ = tokenize_rows(renamed, tok, 2048, "chat_template")
+        prompts = [list(memoryview(p).cast("i")) for p, _ in encode_chat_template(
+            tok, [(r["messages"], json.loads(r["tools"]), json.loads(r["calls"])) for r in renamed])]
+        assert [k["input_ids"][: k["n_prompt"]] for k in kept] == prompts
+        got = [r["output"] for r in rb if r["mode"] == mode]
+        assert got == gen.generate(prompts, [r["task"] for r in renamed], 6, 8, progress=False)
 
 
 @pytest.mark.parametrize("edit,message", [
