@@ -43,7 +43,8 @@ The eval stage (:func:`evaluate`)
     * ``robustness/<mode>/{original,renamed,drop}`` -- Hammer's robustness study
       (:mod:`hammer_core.robustness`, ``eval.robustness``), on AST accuracy;
     * ``bfcl/<category>`` and BFCL's summaries (``bfcl/summary/non_live_ast``...) when
-      ``eval.bfcl_categories`` is set (prompts in Hammer's format, adapter ``eval.bfcl_task``);
+      ``eval.bfcl_categories`` is set (prompts in ``prepare.prompt_format``, as trained; adapter
+      ``eval.bfcl_task``);
     * ``base/<metric>`` -- with ``eval.baseline``, the same held-out (and BFCL) metrics of the
       base model zero-shot, on the same prompts: what the fine-tuning bought.
 
@@ -647,10 +648,14 @@ class Generator:
                 texts[i] = text
         return texts
 
-    def prompt_ids(self, messages: list[dict[str, str]], tools: list[dict[str, Any]]) -> list[int]:
+    def prompt_ids(self, messages: list[dict[str, str]], tools: list[dict[str, Any]],
+                   prompt_format: str = "hammer") -> list[int]:
+        """The prompt ids of a request in ``prompt_format`` (``prepare.prompt_format``: what the model
+        was trained on)."""
         from hammer_core.tokenization import prompt_text
 
-        return self.tokenizer(prompt_text(self.tokenizer, messages, tools), add_special_tokens=False)["input_ids"]
+        text = prompt_text(self.tokenizer, messages, tools, prompt_format)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -679,7 +684,7 @@ def _robustness(cfg: PipelineConfig, gen: Generator, rows: list[dict[str, Any]],
     records: list[dict[str, Any]] = []
     for mode in robustness.MODES:
         renamed = robustness.renamed_rows(rows, mode, cfg.seed)
-        kept, _too_long = tokenize_rows(renamed, gen.tokenizer, cfg.prepare.max_length)
+        kept, _too_long = tokenize_rows(renamed, gen.tokenizer, cfg.prepare.max_length, cfg.prepare.prompt_format)
         by_id = {r["id"]: r for r in renamed}
         todo = [by_id[k["id"]] for k in kept]
         texts = gen.generate([k["input_ids"][: k["n_prompt"]] for k in kept], [r["task"] for r in todo],
@@ -699,7 +704,7 @@ def _bfcl(cfg: PipelineConfig, gen: Generator, progress: bool) -> tuple[dict[str
     records: list[dict[str, Any]] = []
     for cat in bfcl.resolve_categories(cfg.eval.bfcl_categories):
         entries = bfcl.load_category(cat)[: cfg.eval.bfcl_max_examples]
-        prompts = [gen.prompt_ids(e.messages, bfcl.prompt_functions(e)) for e in entries]
+        prompts = [gen.prompt_ids(e.messages, bfcl.prompt_functions(e), cfg.prepare.prompt_format) for e in entries]
         fits = [i for i, p in enumerate(prompts) if len(p) <= budget]
         texts = dict(zip(fits, gen.generate([prompts[i] for i in fits], [task] * len(fits),
                                             cfg.eval.max_new_tokens, cfg.eval.batch_size, progress)))

@@ -87,21 +87,27 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str
     return prompt
 
 
-def tokenize_rows(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
-                  max_length: int) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
-    """Reference tokenization (whole strings, one row at a time in spirit): returns
-    (tokenized rows, [(row, reason detail)] for rows over ``max_length``). The prepare stage
-    produces the same ids through :class:`FragmentTokenizer`."""
-    prompts = [prompt_text(tokenizer, r["messages"], json.loads(r["tools"])) for r in rows]
-    targets = [render_target(json.loads(r["calls"])) for r in rows]
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if rows else []
-    t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"] if rows else []
-    eos = tokenizer.eos_token_id
+def tokenize_rows(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int,
+                  prompt_format: str = "hammer") -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """Reference tokenization (whole strings, one row at a time in spirit) in ``prompt_format``:
+    returns (tokenized rows, [(row, reason detail)] for rows over ``max_length``). The prepare
+    stage produces the same ids through :class:`FragmentTokenizer` (``hammer``) or
+    :func:`encode_chat_template` (``chat_template``, used here too)."""
+    if prompt_format == "chat_template":
+        encoded = encode_chat_template(tokenizer, [(r["messages"], json.loads(r["tools"]), json.loads(r["calls"]))
+                                                   for r in rows])
+        pairs = [(np.frombuffer(p, dtype="<i4").tolist(), np.frombuffer(t, dtype="<i4").tolist()) for p, t in encoded]
+    else:
+        prompts = [prompt_text(tokenizer, r["messages"], json.loads(r["tools"])) for r in rows]
+        targets = [render_target(json.loads(r["calls"])) for r in rows]
+        p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if rows else []
+        t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"] if rows else []
+        pairs = [(p, [*t, tokenizer.eos_token_id]) for p, t in zip(p_ids, t_ids)]
     kept, too_long = [], []
-    for row, p, t in zip(rows, p_ids, t_ids):
-        ids = p + t + [eos]
+    for row, (p, t) in zip(rows, pairs):
+        ids = p + t
         if len(ids) > max_length:
-            too_long.append((row, too_long_detail(len(p), len(t) + 1, max_length)))
+            too_long.append((row, too_long_detail(len(p), len(t), max_length)))
             continue
         kept.append({"id": row["id"], "task": row["task"], "input_ids": ids, "n_prompt": len(p)})
     return kept, too_long

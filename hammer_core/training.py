@@ -507,6 +507,7 @@ class Run:
             "tokens_per_s": round(self.tokens_seen / max(seconds, 1e-9), 1),
             "tokens_per_s_per_process": round(self.tokens_seen / max(seconds, 1e-9) / self.world, 1),
             "train_tokens_hash": self.tokens.content_hash,
+            "prompt_format": self.tokens.manifest.get("extra", {}).get("prompt_format", "hammer"),
             "world_size": self.world, "launcher": t.launcher, "zero_stage": t.deepspeed.zero_stage,
             "precision": self.precision, "global_batch": t.batch_size * t.grad_accum * self.world,
             "resumed_from_step": self.resumed_from, "mlflow_run_id": tracker.run_id,

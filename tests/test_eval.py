@@ -499,6 +499,172 @@ def test_export_merged_writes_plain_models_that_match_the_adapters(trained, tmp_
         assert torch.equal(got.argmax(-1), want.argmax(-1))
 
 
+def test_every_exported_folder_renders_the_training_prompt_and_serving_lines_name_its_files(trained, tmp_path):
+    """The tokenizer in the export (tokenizer/, each adapters/<task>/, each merged/<task>/) renders the
+    held-out rows' prompt ids from (messages, tools); SERVING.md / serving.json name files that exist and
+    vLLM's smallest accepted --max-lora-rank above the adapters' rank (3 experts x 4 = 12 -> 16)."""
+    from transformers import AutoTokenizer
+
+    from hammer_core.adapters import export_adapters
+
+    _, root = trained
+    res = export_adapters(root / "train", tmp_path / "export", merged=True)
+    out, m = tmp_path / "export", res.manifest
+    rows = pq.read_table(root / "prepare" / "eval.parquet").to_pylist()
+    toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()
+    template = (out / m["chat_template"]).read_text()
+    # merged/<task> carries the same template; its ids are not compared: AutoTokenizer in a folder with the
+    # tiny preset's config.json (model_type qwen2) loads Qwen2's pre-tokenizer over the shipped GPT-2 one
+    assert all((out / rel / "chat_template.jinja").read_text() == template for rel in m["merged"].values())
+    for folder in [m["tokenizer"], *m["adapters"].values()]:
+        tok = AutoTokenizer.from_pretrained(out / folder)
+        assert tok.chat_template == (out / m["chat_template"]).read_text()
+        for row, t in zip(rows, toks):
+            tools = [{"type": "function", "function": f} for f in json.loads(row["tools"])]
+            ids = tok.apply_chat_template(row["messages"], tools=tools, add_generation_prompt=True, tokenize=True)
+            assert ids["input_ids"] == t["input_ids"][: t["n_prompt"]], (folder, row["id"])
+    facts = json.loads((out / "serving.json").read_text())
+    assert m["prompt_format"] == facts["prompt_format"] == "hammer" and m["rank"] == 12
+    assert facts["max_lora_rank"] == 16 and facts["tool_call_parser"] is None
+    assert facts["base_model"] == str((out / "base_model").resolve()) and Path(facts["base_model"]).is_dir()
+    for task, path in facts["adapters"].items():
+        assert (Path(path) / "adapter_config.json").exists() and f"{task}={path}" in facts["vllm"]
+        assert f"{task}={path}" in facts["sglang"]
+    tok_dir = out.resolve() / "tokenizer"
+    assert facts["vllm"].startswith(f"vllm serve {facts['base_model']} --tokenizer {tok_dir} --enable-lora --lora-modules ")
+    assert f"--max-lora-rank 16 --max-loras 2 --chat-template {out.resolve() / 'chat_template.jinja'}" in facts["vllm"]
+    assert "--tool-call-parser" not in facts["vllm"]  # Hammer's fenced list: no built-in parser reads it
+    assert facts["sglang"].startswith(f"python -m sglang.launch_server --model-path {facts['base_model']} "
+                                      f"--tokenizer-path {tok_dir} --enable-lora")
+    md = (out / "SERVING.md").read_text()
+    assert facts["vllm"] in md and facts["sglang"] in md and "parse_calls" in md
+
+
+def chat_template_train(root: Path, train: Path):
+    """The trained fixture's model as if trained with ``prepare.prompt_format: chat_template``: its
+    tokenizer's template renders tools (``<tool_call>`` blocks, as Qwen2.5 / Hermes). Returns it."""
+    import shutil
+
+    from hammer_core.modeling import load_tiny_tokenizer
+
+    from .test_recipe import TOOLS_TEMPLATE
+
+    shutil.copytree(root / "train", train)
+    (train / "base_model").rename(train / "base")  # a base of its own: the tokenizer keeps its saved template
+    tok = load_tiny_tokenizer()
+    tok.chat_template = TOOLS_TEMPLATE
+    tok.save_pretrained(train / "tokenizer")
+    (train / "train_summary.json").write_text(json.dumps({"base_model": str(train / "base"),
+                                                         "prompt_format": "chat_template"}))
+    return tok
+
+
+def test_chat_template_format_export_keeps_the_tokenizers_template_and_picks_its_parser(trained, tmp_path):
+    from hammer_core.adapters import export_adapters
+    from hammer_core.tokenization import encode_chat_template
+
+    _, root = trained
+    train = tmp_path / "train"
+    tok = chat_template_train(root, train)
+    res = export_adapters(train, tmp_path / "export")
+    facts = json.loads((tmp_path / "export" / "serving.json").read_text())
+    assert facts["tool_call_parser"] == "hermes" and "--enable-auto-tool-choice --tool-call-parser hermes" in facts["vllm"]
+    from transformers import AutoTokenizer
+    exported = AutoTokenizer.from_pretrained(tmp_path / "export" / res.manifest["adapters"]["travel"])
+    rows = pq.read_table(root / "prepare" / "eval.parquet").to_pylist()
+    want = encode_chat_template(tok, [(r["messages"], json.loads(r["tools"]), []) for r in rows])
+    for row, (p, _) in zip(rows, want):
+        tools = [{"type": "function", "function": f} for f in json.loads(row["tools"])]
+        got = exported.apply_chat_template(row["messages"], tools=tools, add_generation_prompt=True, tokenize=True)
+        assert got["input_ids"] == list(memoryview(p).cast("i")), row["id"]
+
+
+def test_bfcl_and_robustness_prompts_use_the_trained_prompt_format(trained, tmp_path):
+    """prepare.prompt_format: chat_template -- BFCL and the robustness study prompt the model as prepare
+    rendered its rows (the tokenizer's own tools template), not in Hammer's format."""
+    from hammer_core.config import load_config
+    from hammer_core.tokenization import encode_chat_template, tokenize_rows
+
+    cfg, root = trained
+    tok = chat_template_train(root, tmp_path / "train")
+    cfg = load_config(DEMO_CONFIG, [f"output_dir={root}", "prepare.max_length=2048", "prepare.prompt_format=chat_template",
+                                    "eval.max_new_tokens=6", "eval.robustness_max_examples=2",
+                                    "eval.bfcl_categories=[simple_python]", "eval.bfcl_max_examples=2"])
+    gen = evaluation.Generator(tmp_path / "train")
+    entries = bfcl.load_category("simple_python")[:2]
+    prepared = [list(memoryview(p).cast("i")) for p, _ in encode_chat_template(
+        tok, [(e.messages, bfcl.prompt_functions(e), []) for e in entries])]
+    assert [gen.prompt_ids(e.messages, bfcl.prompt_functions(e), "chat_template") for e in entries] == prepared
+    result, records = evaluation._bfcl(cfg, gen, progress=False)
+    want = gen.generate(prepared, [result["task"]] * 2, 6, 8, progress=False)
+    hammer = gen.generate([gen.prompt_ids(e.messages, bfcl.prompt_functions(e)) for e in entries],
+                          [result["task"]] * 2, 6, 8, progress=False)
+    assert [r["output"] for r in records] == want != hammer  # the format decides the output
+
+    rows = pq.read_table(root / "prepare" / "eval.parquet").to_pylist()[:2]
+    base = [{"id": r["id"], "ast_correct": False} for r in rows]
+    _, rb = evaluation._robustness(cfg, gen, rows, base, progress=False)
+    for mode in robustness.MODES:
+        renamed = robustness.renamed_rows(rows, mode, cfg.seed)
+        kept, _ = tokenize_rows(renamed, tok, 2048, "chat_template")
+        prompts = [list(memoryview(p).cast("i")) for p, _ in encode_chat_template(
+            tok, [(r["messages"], json.loads(r["tools"]), json.loads(r["calls"])) for r in renamed])]
+        assert [k["input_ids"][: k["n_prompt"]] for k in kept] == prompts
+        got = [r["output"] for r in rb if r["mode"] == mode]
+        assert got == gen.generate(prompts, [r["task"] for r in renamed], 6, 8, progress=False)
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"r": 24}, None),  # 24 -> 32
+    ({"r": 513}, r"rank 513 is above the largest --max-lora-rank vLLM accepts \(512"),
+    ({"rank_pattern": {"q_proj": 600}}, "rank 600 is above"),
+    ({"use_dora": True}, "DoRA"),
+    ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+    ({"bias": "lora_only"}, "bias 'lora_only'"),
+])
+def test_vllm_rank_and_options_are_checked_on_real_adapter_configs(trained, tmp_path, edit, message):
+    import shutil
+
+    from hammer_core.adapters import vllm_max_lora_rank
+    from hammer_core.config import ConfigError
+
+    _, root = trained
+    dirs = {}
+    for task in ("finance", "travel"):
+        shutil.copytree(root / "export" / "adapters" / task, tmp_path / task)
+        dirs[task] = tmp_path / task
+    assert vllm_max_lora_rank(dirs) == 16
+    path = dirs["travel"] / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    if message is None:
+        assert vllm_max_lora_rank(dirs) == 32
+    else:
+        with pytest.raises(ConfigError, match=message) as err:
+            vllm_max_lora_rank(dirs)
+        assert "'travel'" in str(err.value)
+
+
+def test_export_refuses_a_cgc_lora_whose_rank_vllm_cannot_serve(trained, tmp_path):
+    """(n_common + n_specific) * r_expert = 3 * 180 = 540 > 512: export stops, without a manifest."""
+    from hammer_core.adapters import MANIFEST, export_adapters
+    from hammer_core.artifacts import atomic_write_json
+    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
+    from hammer_core.config import ConfigError
+    from hammer_core.modeling import build_tiny_model, load_tiny_tokenizer
+
+    _, root = trained
+    train = tmp_path / "train"
+    tok = load_tiny_tokenizer()
+    base = build_tiny_model(len(tok), seed=0)
+    base.save_pretrained(train / "base_model", safe_serialization=True)
+    tok.save_pretrained(train / "tokenizer")
+    save_cgc_lora(inject_cgc_lora(base, CGCLoraConfig(tasks=["travel"], r_expert=180)), train / "adapter")
+    atomic_write_json(train / "train_summary.json", {"base_model": str(train / "base_model")})
+    with pytest.raises(ConfigError, match=r"task 'travel': its rank 540 is above the largest --max-lora-rank"):
+        export_adapters(train, tmp_path / "export")
+    assert not (tmp_path / "export" / MANIFEST).exists()
+
+
 def test_legacy_eval_cli_form_still_works(trained, capsys):
     cfg, root = trained
     rc = cli(["eval", "--config", str(DEMO_CONFIG), "--input", str(root / "prepare"), "--model", str(root / "train"),
