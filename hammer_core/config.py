@@ -240,6 +240,24 @@ class RegistryConfig(_Strict):
     promotion: PromotionConfig = PromotionConfig()
 
 
+class ServingConfig(_Strict):
+    """Limits of the registered model behind ``mlflow models serve`` (see hammer_core/serving.py).
+
+    Recorded into the registered model's ``model_config``; a request over a limit is an HTTP
+    400 naming it, answered before the prompt is tokenized (bytes, tools) or generated (tokens).
+    Override them when serving, without re-registering, with MLflow's
+    ``SERVING_MODEL_CONFIG='{"max_tools": 32}' mlflow models serve ...``."""
+
+    max_request_bytes: int = Field(262_144, ge=1, description="largest request, as compact JSON (bytes)")
+    max_tools: int = Field(64, ge=1, description="most tools one request may offer")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt in tokens (default: the "
+                                                                 "base model's context minus max_new_tokens, "
+                                                                 "which also caps a larger value)")
+    deadline_s: float = Field(30.0, gt=0, description="seconds a request may take, waiting for the model "
+                                                      "included: generation stops there (finish_reason "
+                                                      "length); below MLflow's 60 s request timeout")
+
+
 class OrchestrationConfig(_Strict):
     """How the Prefect flows run the stages (the single-stage CLI commands ignore it)."""
 
@@ -266,6 +284,7 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+    serving: ServingConfig = ServingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("output_dir")

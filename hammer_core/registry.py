@@ -375,7 +375,7 @@ def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_
                 for fname in names:
                     if (stage_dir / fname).exists():
                         mlflow.log_artifact(str(stage_dir / fname), artifact_path=stage_dir.name)
-            with warnings.catch_warnings():  # predict() takes free-form records on purpose
+            with warnings.catch_warnings():  # predict() takes free-form requests on purpose
                 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
                 warnings.filterwarnings("ignore", message=".*signature.*")
                 info = mlflow.pyfunc.log_model(
@@ -384,7 +384,8 @@ def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_
                     artifacts={"export": str(export_dir), "base_model": str(base_ref)},
                     code_paths=[str(PACKAGE_DIR)],
                     model_config={"max_new_tokens": cfg.eval.max_new_tokens,
-                                  "prompt_format": cfg.prepare.prompt_format},
+                                  "prompt_format": cfg.prepare.prompt_format, "model_name": name,
+                                  **cfg.serving.model_dump(mode="json")},
                     pip_requirements=_pip_requirements(),
                 )
             result: dict[str, Any] = {"tracking_uri": uri, "experiment_id": exp_id, "run_id": run.info.run_id,

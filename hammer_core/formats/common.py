@@ -285,6 +285,10 @@ class Turn:
     content: str
     calls: list[dict[str, Any]] | None = None
 
+    def message(self) -> dict[str, str]:
+        """The turn as a canonical history message (a call turn's content is its calls' JSON)."""
+        return {"role": self.role, "content": dumps(self.calls) if self.calls is not None else self.content}
+
 
 def conversation_candidates(turns: list[Turn], tools: list[dict[str, Any]], *, base_id: str,
                             source: str, task: str) -> list[Candidate]:
@@ -312,10 +316,7 @@ def conversation_candidates(turns: list[Turn], tools: list[dict[str, Any]], *, b
                     out.append(Candidate(suffix, make_row(
                         row_id=base_id + suffix, source=source, task=task, messages=history,
                         tools_json=tools_json, calls=calls), tools_digest=digest))
-            content = dumps(turn.calls) if turn.calls is not None else turn.content
-            messages.append({"role": "assistant", "content": content})
-        else:
-            messages.append({"role": turn.role, "content": turn.content})
+        messages.append(turn.message())
     if not out:
         raise RowError("no_target", "the conversation has no assistant turn that calls a "
                                     "function or answers a user turn")

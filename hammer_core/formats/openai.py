@@ -43,7 +43,8 @@ def _calls(message: Mapping[str, Any], what: str) -> list[dict[str, Any]] | None
     return None
 
 
-def _turn(message: Any, position: int) -> Turn:
+def openai_turn(message: Any, position: int) -> Turn:
+    """One OpenAI chat message (``position`` names it in errors) as a :class:`Turn`."""
     what = f"message {position}"
     role = message_role(message, what, ROLES)
     calls = _calls(message, what) if role == "assistant" else None
@@ -62,9 +63,9 @@ def normalize_openai(raw: Mapping[str, Any], *, source: str, task: str,
     tools = unique_tools(load_json_value(specs, "tools") if specs else [], convert_schema_tool)
     if not tools:
         raise RowError("no_tools", "the row has no tools")
-    turns = [_turn(m, k) for k, m in enumerate(messages, start=1)]
+    turns = [openai_turn(m, k) for k, m in enumerate(messages, start=1)]
     return conversation_candidates(turns, tools, base_id=record_id(raw, source, index),
                                    source=source, task=task)
 
 
-__all__ = ["ROLES", "normalize_openai"]
+__all__ = ["ROLES", "normalize_openai", "openai_turn"]
