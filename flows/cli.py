@@ -440,6 +440,8 @@ def _check_out_folder(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hammer_core.artifacts import ArtifactError
+
     args = build_parser().parse_args(argv)
     try:
         _check_out_folder(args)
@@ -447,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"hammer: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, ServiceUnavailable) as err:
+    except (FileNotFoundError, IsADirectoryError, ServiceUnavailable, ArtifactError) as err:
         print(f"hammer: {err}", file=sys.stderr)
         return 2
     return 0

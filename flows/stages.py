@@ -24,6 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
+from hammer_core.artifacts import ArtifactError
 from hammer_core.config import ConfigError, PipelineConfig, load_config
 from hammer_core.distributed import TrainingError
 from tasks.orchestration import data_task_runner, is_current, run_stage, stage_key
@@ -32,7 +33,8 @@ from tasks.stages import (eval_task, export_task, ingest_shard_task, ingest_task
                           train_task)
 
 #: Failures a user fixes (config, inputs, services): reported as one line, not a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TrainingError, FileNotFoundError, IsADirectoryError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TrainingError, FileNotFoundError, IsADirectoryError,
+                                                ArtifactError)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
