@@ -53,6 +53,7 @@ import yaml
 from hammer_core import __version__
 from hammer_core.artifacts import atomic_write_json, atomic_write_text, sha256_file
 from hammer_core.config import PipelineConfig
+from hammer_core.locking import LOCK_NAME
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -233,10 +234,11 @@ def model_fingerprint(cfg: PipelineConfig) -> str:
 
 
 def tree_hash(folder: Path) -> str:
-    """Content hash of a folder: every file's relative path and bytes (sorted)."""
+    """Content hash of a folder: every file's relative path and bytes (sorted; a lock file,
+    which says who ran in the folder, is not its content)."""
     h = hashlib.sha256()
     folder = Path(folder)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME):
         h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     return "sha256:" + h.hexdigest()
 

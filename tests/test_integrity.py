@@ -1,22 +1,31 @@
-"""Runs that died: artifacts checked against their manifests (real Parquet files, the real CLI)."""
+"""Runs that share a folder, and runs that died: a folder lock per run (real processes holding
+real flocks) and artifacts checked against their manifests (real Parquet files)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
-from .conftest import DEMO_CONFIG, REPO
+from hammer_core.locking import LOCK_NAME, folder_lock, run_lock, stage_lock
+
+from .conftest import DEMO_CONFIG, FAST, REPO
 
 SAMPLE = REPO / "data" / "sample" / "travel.jsonl"
+HOLD = ("import sys; from hammer_core.locking import {fn}; "
+        "lock = {fn}(sys.argv[1]); lock.__enter__(); print('held', flush=True); sys.stdin.read()")
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    env = {k: v for k, v in os.environ.items() if k != "HAMMER_LOCK_TIMEOUT"}
+    return {**env, "PYTHONPATH": str(REPO), **extra}
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -24,10 +33,104 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
                           env=_env(**env), timeout=300)
 
 
+def _hold(folder: Path, fn: str = "folder_lock") -> subprocess.Popen:
+    """Another process that holds ``folder``'s lock until its stdin closes (or it is killed)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD.format(fn=fn), str(folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=REPO, env=_env())
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def _one_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
+
+
+# ------------------------------------------------------------------------------ folder locks
+def test_a_stage_on_a_folder_another_run_holds_stops_with_one_line(tmp_path):
+    out = tmp_path / "ingest"
+    holder = _hold(out)
+    try:
+        res = _cli("ingest", "--input", str(SAMPLE), "--task", "travel", "--out", str(out))
+        assert res.returncode == 2
+        line = _one_line(res.stderr)
+        assert line.startswith(f"hammer: {out} is in use by another run (pid {holder.pid}, host ")
+        assert "HAMMER_LOCK_TIMEOUT=SECONDS" in line
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # it wrote nothing
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_a_second_run_waits_for_the_holder_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    out = tmp_path / "ingest"
+    holder = _hold(out)
+    waiter = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", "--input", str(SAMPLE), "--task", "travel",
+                               "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO, env=_env(HAMMER_LOCK_TIMEOUT="120"))
+    try:
+        first = waiter.stderr.readline()
+        assert first.startswith(f"hammer: waiting for the run holding {out / LOCK_NAME} (pid {holder.pid}, host ")
+        assert "since 20" in first and "at most 120 s" in first
+        time.sleep(1.0)
+        assert waiter.poll() is None and not (out / "examples.parquet").exists()  # still waiting
+        os.kill(holder.pid, signal.SIGKILL)  # the OS releases a dead process's lock
+        holder.wait(timeout=30)
+        stdout, stderr = waiter.communicate(timeout=300)
+        assert waiter.returncode == 0, stderr
+        assert json.loads(stdout)["kept"] == 195 and (out / "examples.parquet").exists()
+    finally:
+        waiter.kill()
+        holder.kill()
+    # and with the holder gone for good, the next run does not wait at all
+    res = _cli("ingest", "--input", str(SAMPLE), "--task", "travel", "--out", str(out))
+    assert res.returncode == 0 and res.stderr == ""
+
+
+def test_a_stage_folder_inside_a_running_pipelines_folder_is_covered_by_its_lock(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = _hold(run_dir, "run_lock")  # a pipeline run holding its output_dir
+    try:
+        res = _cli("ingest", "--input", str(SAMPLE), "--task", "travel", "--out", str(run_dir / "ingest"))
+        assert res.returncode == 2
+        assert _one_line(res.stderr).startswith(f"hammer: {run_dir} is in use by another run (pid {holder.pid}")
+        assert not (run_dir / "ingest").exists()
+        # a pipeline run on it stops before Prefect starts
+        res = _cli("run", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}",
+                   "--set", f"registry.local_dir={tmp_path / 'mlflow'}")
+        assert res.returncode == 2
+        assert _one_line(res.stderr).startswith(f"hammer: {run_dir} is in use by another run (pid {holder.pid}")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_a_stage_run_alone_holds_off_a_pipeline_run_on_its_parent_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = _hold(run_dir / "train", "stage_lock")  # `hammer train --out run/train` before run/ had a lock
+    try:
+        res = _cli("run", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}",
+                   "--set", f"registry.local_dir={tmp_path / 'mlflow'}")
+        assert res.returncode == 2
+        assert _one_line(res.stderr).startswith(f"hammer: {run_dir / 'train'} is in use by another run "
+                                                f"(pid {holder.pid}")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_locks_are_reentrant_within_a_process(tmp_path):
+    run_dir = tmp_path / "run"
+    with run_lock(run_dir):
+        with stage_lock(run_dir / "ingest"), folder_lock(run_dir), run_lock(run_dir):
+            holder = json.loads((run_dir / LOCK_NAME).read_text())
+            assert holder["pid"] == os.getpid()
+        res = _cli("ingest", "--input", str(SAMPLE), "--task", "travel", "--out", str(run_dir / "ingest"))
+        assert res.returncode == 2 and f"(pid {os.getpid()}, host " in res.stderr  # still held after the inner exits
+    assert (run_dir / LOCK_NAME).read_text() == ""  # released: no holder recorded
+    res = _cli("ingest", "--input", str(SAMPLE), "--task", "travel", "--out", str(run_dir / "ingest"))
+    assert res.returncode == 0, res.stderr
 
 
 # ------------------------------------------------------------------------------ artifacts vs manifests
@@ -75,3 +178,57 @@ def test_a_pipeline_run_refuses_a_stale_data_file_with_one_line(tmp_path):
         assert "does not match its manifest" in str(err)
     else:
         raise AssertionError("prepare ran on a data file its manifest does not describe")
+
+
+# ------------------------------------------------------------------------------ concurrent pipeline runs (slow)
+@pytest.mark.slow
+def test_concurrent_pipeline_runs_on_one_folder_never_mislabel_a_version(tmp_path):
+    """Three `hammer run` on one output_dir, seeds 1, 2, 3: seed 2 waits for seed 1, seed 3
+    (no waiting) stops with one line; every registered version's tags match its artifacts."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from hammer_core.config import load_config
+    from hammer_core.registry import tree_hash, use_tracking_uri
+
+    run_dir, store = tmp_path / "run", tmp_path / "mlflow"
+    sets = [a for o in FAST + [f"output_dir={run_dir}", f"registry.local_dir={store}"] for a in ("--set", o)]
+
+    def start(seed: int, timeout: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(DEMO_CONFIG), "--seed", str(seed),
+                                 *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                env=_env(HAMMER_LOCK_TIMEOUT=timeout))
+
+    first = start(1, "0")
+    deadline = time.monotonic() + 120
+    while f'"pid": {first.pid},' not in ((run_dir / LOCK_NAME).read_text() if (run_dir / LOCK_NAME).exists() else ""):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.2)
+    second = start(2, "600")
+    third = start(3, "0")
+    _, err3 = third.communicate(timeout=120)
+    assert third.returncode == 2
+    assert _one_line(err3).startswith(f"hammer: {run_dir} is in use by another run (pid {first.pid}, host ")
+    out1, err1 = first.communicate(timeout=600)
+    assert first.returncode == 0, err1[-3000:]
+    out2, err2 = second.communicate(timeout=600)
+    assert second.returncode == 0, err2[-3000:]
+    assert f"hammer: waiting for the run holding {run_dir / LOCK_NAME} (pid {first.pid}, host " in err2
+
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = sorted(client.search_model_versions("name = 'hammer-fc'"), key=lambda v: int(v.version))
+    assert len(versions) == 2
+    for seed, mv in zip((1, 2), versions):
+        cfg = load_config(DEMO_CONFIG, FAST + [f"output_dir={run_dir}", f"registry.local_dir={store}", f"seed={seed}"])
+        assert mv.tags["hammer.config_hash"] == cfg.fingerprint()
+        got = Path(client.download_artifacts(mv.run_id, "", str(tmp_path / f"v{mv.version}")))
+        examples = json.loads((got / "ingest" / "examples.manifest.json").read_text())
+        train = json.loads((got / "prepare" / "train.manifest.json").read_text())
+        assert mv.tags["hammer.examples_hash"] == examples["content_hash"]
+        assert mv.tags["hammer.train_hash"] == train["content_hash"] and train["extra"]["seed"] == seed
+        assert train["parents"] == [examples["content_hash"]]
+        with use_tracking_uri(uri):
+            model = Path(mlflow.artifacts.download_artifacts(mv.source, dst_path=str(tmp_path / f"m{mv.version}")))
+        assert mv.tags["hammer.export_hash"] == tree_hash(model / "artifacts" / "export")
+    assert versions[0].tags["hammer.train_hash"] != versions[1].tags["hammer.train_hash"]
