@@ -232,3 +232,39 @@ def test_concurrent_pipeline_runs_on_one_folder_never_mislabel_a_version(tmp_pat
             model = Path(mlflow.artifacts.download_artifacts(mv.source, dst_path=str(tmp_path / f"m{mv.version}")))
         assert mv.tags["hammer.export_hash"] == tree_hash(model / "artifacts" / "export")
     assert versions[0].tags["hammer.train_hash"] != versions[1].tags["hammer.train_hash"]
+
+
+# ------------------------------------------------------------------------------ what a version is registered with
+def test_register_refuses_stage_folders_that_were_not_made_one_from_the_other(tmp_path):
+    """A version's tags must describe its data and weights: prepare output of another seed, or a
+    train folder trained on other tokens, stops `hammer register` with one line."""
+    run_dir = tmp_path / "run"
+    store = [f"--set=registry.local_dir={tmp_path / 'mlflow'}"]
+    assert _cli("ingest", "--input", str(SAMPLE), "--task", "travel", "--out", str(run_dir / "ingest")).returncode == 0
+    res = _cli("prepare", "--config", str(DEMO_CONFIG), "--seed", "2", "--input", str(run_dir / "ingest"),
+               "--out", str(run_dir / "prepare"))
+    assert res.returncode == 0, res.stderr
+    for stage in ("train", "export", "eval"):
+        (run_dir / stage).mkdir()
+
+    res = _cli("register", "--config", str(DEMO_CONFIG), "--seed", "1", "--input", str(run_dir), *store)
+    assert res.returncode == 2
+    assert _one_line(res.stderr) == (f"hammer: {run_dir / 'prepare'} was made with another data recipe than this "
+                                     "config's (prepare seed 2 vs 1): register with the config the run used, or "
+                                     "rerun the pipeline with this one")
+
+    finance = REPO / "data" / "sample" / "finance.jsonl"  # ingest again, on another corpus, after prepare
+    assert _cli("ingest", "--input", str(finance), "--task", "travel", "--out", str(run_dir / "ingest")).returncode == 0
+    res = _cli("register", "--config", str(DEMO_CONFIG), "--seed", "2", "--input", str(run_dir), *store)
+    assert res.returncode == 2
+    assert _one_line(res.stderr).startswith(f"hammer: {run_dir / 'prepare' / 'train.parquet'} was not made from "
+                                            f"{run_dir / 'ingest' / 'examples.parquet'} (its parent sha256:")
+    assert _cli("ingest", "--input", str(SAMPLE), "--task", "travel", "--out", str(run_dir / "ingest")).returncode == 0
+
+    tokens = json.loads((run_dir / "prepare" / "train_tokens.manifest.json").read_text())["content_hash"]
+    (run_dir / "train" / "train_summary.json").write_text(json.dumps({"train_tokens_hash": "sha256:" + "0" * 64}))
+    res = _cli("register", "--config", str(DEMO_CONFIG), "--seed", "2", "--input", str(run_dir), *store)
+    assert res.returncode == 2
+    assert _one_line(res.stderr) == (f"hammer: {run_dir / 'train'} was trained on other tokens than "
+                                     f"{run_dir / 'prepare' / 'train_tokens.parquet'} holds (sha256:{'0' * 64} != "
+                                     f"{tokens}): rerun train and the stages after it")
