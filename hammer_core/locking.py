@@ -95,16 +95,22 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
 
 def _acquire(folder: Path) -> int:
     timeout = lock_timeout()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     deadline = time.monotonic() + timeout
     waiting = False
+    fd = -1
     try:
         while True:
+            if fd < 0:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if _same_file(fd, path):
+                    break
+                os.close(fd)  # the holder removed the file (see release_new_folder): lock the new one
+                fd = -1
+                continue
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise FolderBusy(
@@ -121,9 +127,28 @@ def _acquire(folder: Path) -> int:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
     return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+
+
+def release_new_folder(folder: str | os.PathLike) -> None:
+    """Remove ``folder`` if it holds nothing but its lock file, which this process holds: what
+    a stage that failed before writing anything leaves when it created the folder to lock it."""
+    folder = Path(folder).resolve()
+    with _guard:
+        if folder in _held and sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()  # a run waiting on it sees the file gone and locks a new one
+            folder.rmdir()
 
 
 @contextlib.contextmanager

@@ -25,13 +25,19 @@ STAGES = ("ingest", "prepare", "train", "export", "eval", "register")
 @contextlib.contextmanager
 def _own(out_dir: Path) -> Iterator[Path]:
     """The stage's output folder, locked for the block, without the temp files of earlier runs
-    that were killed."""
+    that were killed; a stage that fails before writing anything leaves no new folder."""
     from hammer_core.artifacts import remove_stale_temp_files
-    from hammer_core.locking import stage_lock
+    from hammer_core.locking import release_new_folder, stage_lock
 
-    with stage_lock(out_dir):
+    new = not Path(out_dir).exists()
+    with stage_lock(out_dir) as locked:
         remove_stale_temp_files(out_dir)
-        yield Path(out_dir)
+        try:
+            yield Path(out_dir)
+        except BaseException:
+            if new and locked == Path(out_dir).resolve():  # failed before writing: leave no folder
+                release_new_folder(locked)
+            raise
 
 
 def _source_specs(cfg: PipelineConfig):
