@@ -220,10 +220,13 @@ def _run_flow(config: str, overrides: list[str]) -> dict[str, Any]:
     for key, value in TEMPORARY_PREFECT_SERVER_ENV.items():
         os.environ.setdefault(key, value)
     _check_prefect_api()
-    _check_registry(load_config(config, overrides))
+    cfg = load_config(config, overrides)
+    _check_registry(cfg)
     from flows.pipeline import hammer_pipeline
+    from hammer_core.locking import run_lock
 
-    return hammer_pipeline(config_path=str(config), overrides=overrides)
+    with run_lock(cfg.output_dir):  # a second run on the folder waits or stops before Prefect starts
+        return hammer_pipeline(config_path=str(config), overrides=overrides)
 
 
 def _report(result: dict[str, Any]) -> None:
@@ -440,6 +443,9 @@ def _check_out_folder(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hammer_core.artifacts import ArtifactError
+    from hammer_core.locking import FolderBusy
+
     args = build_parser().parse_args(argv)
     try:
         _check_out_folder(args)
@@ -447,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"hammer: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, ServiceUnavailable) as err:
+    except (FileNotFoundError, IsADirectoryError, ServiceUnavailable, ArtifactError, FolderBusy) as err:
         print(f"hammer: {err}", file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,7 @@ from prefect import Flow, flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from flows.stages import flow_config, guarded, hammer_data, hammer_eval, hammer_register, hammer_train
+from hammer_core.locking import run_lock
 
 #: (result name, subflow, the stages it runs)
 SUBFLOWS: list[tuple[str, Flow, tuple[str, ...]]] = [
@@ -32,12 +33,13 @@ def _pipeline(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
                                         description=f"hammer-pipeline: stage 0 of {n} done")
     results: dict[str, Any] = {}
     done = 0
-    for name, subflow, stages in SUBFLOWS:
-        state = subflow(config_path=config_path, overrides=overrides, return_state=True)
-        results[name] = state.result()  # a failed part raises its own error (one line, see guarded)
-        done += len(stages)
-        update_progress_artifact(progress, 100.0 * done / n,
-                                 description=f"hammer-pipeline: stage {done} of {n} done ({', '.join(stages)})")
+    with run_lock(cfg.output_dir):  # the whole run, so no other run writes between its parts
+        for name, subflow, stages in SUBFLOWS:
+            state = subflow(config_path=config_path, overrides=overrides, return_state=True)
+            results[name] = state.result()  # a failed part raises its own error (one line, see guarded)
+            done += len(stages)
+            update_progress_artifact(progress, 100.0 * done / n,
+                                     description=f"hammer-pipeline: stage {done} of {n} done ({', '.join(stages)})")
     return {"output_dir": cfg.output_dir, "metrics": results["eval"], "registry": results["register"],
             "export_dir": str(cfg.stage_dir("export")), "stages": results}
 

@@ -10,7 +10,10 @@ flow               stages                      reads (under the config's ``outpu
 =================  ==========================  ============================================
 
 Every flow takes the same two parameters as the whole pipeline: ``config_path`` (the YAML)
-and ``overrides`` (``key.sub=value`` strings), and validates them into the one config. A
+and ``overrides`` (``key.sub=value`` strings), and validates them into the one config. It
+holds the lock of the config's ``output_dir`` while its stages run
+(:func:`hammer_core.locking.run_lock`: a second run on the folder waits or stops with one line;
+the flows of one pipeline run share it). A
 stage whose inputs and config are unchanged is served from the cache (see
 :mod:`tasks.orchestration`). A bad config, a missing input folder or an unreachable registry
 ends the flow run Failed with a one-line ``hammer: ...`` message (no traceback).
@@ -24,15 +27,19 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
+from hammer_core.artifacts import ArtifactError
 from hammer_core.config import ConfigError, PipelineConfig, load_config
 from hammer_core.distributed import TrainingError
+from hammer_core.locking import FolderBusy, run_lock
 from tasks.orchestration import data_task_runner, is_current, run_stage, stage_key
 from tasks.retry import retry_options
 from tasks.stages import (eval_task, export_task, ingest_shard_task, ingest_task, prepare_task, register_task,
                           train_task)
 
-#: Failures a user fixes (config, inputs, services): reported as one line, not a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TrainingError, FileNotFoundError, IsADirectoryError)
+#: Failures a user fixes (config, inputs, services, a folder another run holds): reported as
+#: one line, not a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TrainingError, FileNotFoundError, IsADirectoryError,
+                                                ArtifactError, FolderBusy)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -79,9 +86,10 @@ def run_ingest(cfg: PipelineConfig) -> dict[str, Any]:
 
 def _data(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
     cfg = flow_config(config_path, overrides)
-    ingest = run_ingest(cfg)
-    prepare = run_stage(prepare_task, "prepare", cfg, str(cfg.stage_dir("ingest")))
-    return {"ingest": ingest, "prepare": prepare}
+    with run_lock(cfg.output_dir):
+        ingest = run_ingest(cfg)
+        prepare = run_stage(prepare_task, "prepare", cfg, str(cfg.stage_dir("ingest")))
+        return {"ingest": ingest, "prepare": prepare}
 
 
 @flow(name="hammer-data", log_prints=True)
@@ -93,9 +101,10 @@ def hammer_data(config_path: str, overrides: list[str] | None = None) -> dict[st
 # ------------------------------------------------------------------------------ train
 def _train(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
     cfg = flow_config(config_path, overrides)
-    train = run_stage(train_task, "train", cfg, str(cfg.stage_dir("prepare")))
-    export = run_stage(export_task, "export", cfg, str(cfg.stage_dir("train")))
-    return {"train": train, "export": export}
+    with run_lock(cfg.output_dir):
+        train = run_stage(train_task, "train", cfg, str(cfg.stage_dir("prepare")))
+        export = run_stage(export_task, "export", cfg, str(cfg.stage_dir("train")))
+        return {"train": train, "export": export}
 
 
 @flow(name="hammer-train", log_prints=True)
@@ -107,7 +116,8 @@ def hammer_train(config_path: str, overrides: list[str] | None = None) -> dict[s
 # ------------------------------------------------------------------------------ eval
 def _eval(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
     cfg = flow_config(config_path, overrides)
-    return run_stage(eval_task, "eval", cfg, str(cfg.stage_dir("train")), str(cfg.stage_dir("prepare")))
+    with run_lock(cfg.output_dir):
+        return run_stage(eval_task, "eval", cfg, str(cfg.stage_dir("train")), str(cfg.stage_dir("prepare")))
 
 
 @flow(name="hammer-eval", log_prints=True)
@@ -121,8 +131,9 @@ def _register(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
     from hammer_core.registry import preflight
 
     cfg = flow_config(config_path, overrides)
-    preflight(cfg)
-    return run_stage(register_task, "register", cfg, cfg.output_dir)
+    with run_lock(cfg.output_dir):
+        preflight(cfg)
+        return run_stage(register_task, "register", cfg, cfg.output_dir)
 
 
 @flow(name="hammer-register", log_prints=True)

@@ -16,6 +16,13 @@ is not (ingesting a million rows): record batches go to a temp file in the targe
 hashed as it grows and renamed into place only when the writer finishes, so a reader never
 sees a half-written artifact. Written in one batch, both give the same bytes.
 
+A writer publishes the Parquet file and its manifest together: both are written to temp
+files first, then the data file and the manifest are renamed into place, in that order. A run
+that dies between the two renames leaves a data file that does not match its manifest, and
+:func:`open_artifact` refuses it (it checks the file's SHA-256 against the manifest's
+``content_hash``; a check is remembered per file identity within a process, and a writer seeds
+it with the hash it computed, so a flow's next stage does not read the file twice).
+
 Temp files are named ``.<target name>.<pid>-<host>.<random>.tmp`` (:func:`temp_prefix`): a
 writer that is killed cannot remove its own, so a stage calls :func:`remove_stale_temp_files`
 on its output folder when it starts, which removes those whose writer is no process on this
@@ -45,9 +52,17 @@ MANIFEST_SUFFIX = ".manifest.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+#: Content hashes this process computed or checked, by file identity (path, device, inode,
+#: size, mtime): files are only ever replaced by a rename (a new inode), never rewritten.
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
 # .<target name>.<pid>-<host>.<mkstemp's random part>.tmp
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)-([A-Za-z0-9-]*)\.[a-z0-9_]+\.tmp$")
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be used as it is; the message says what to do."""
 
 
 def temp_prefix(path: str | os.PathLike) -> str:
@@ -183,9 +198,51 @@ def write_table(
         "parents": [p.content_hash for p in (parents or [])],
         "extra": extra or {},
     }
-    atomic_write_bytes(path, data)
-    atomic_write_json(manifest_path(path), manifest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    _publish(Path(tmp), path, manifest)
     return Artifact(path=path, manifest=manifest)
+
+
+def _publish(tmp: Path, path: Path, manifest: dict[str, Any]) -> None:
+    """Rename the finished data file ``tmp`` to ``path`` and put its manifest beside it: the
+    manifest goes to a temp file first and is renamed right after the data, so a reader finds
+    the previous pair, the new pair, or (after a crash between the renames) a data file that
+    :func:`open_artifact` refuses, never a file it takes for another."""
+    mpath = manifest_path(path)
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    try:
+        fd, mtmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(mpath), suffix=".tmp")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        for p in (tmp, mtmp):
+            os.chmod(p, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are meant to be shared
+        os.replace(tmp, path)
+        os.replace(mtmp, mpath)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        Path(mtmp).unlink(missing_ok=True)
+        raise
+    _VERIFIED[_identity(path)] = manifest["content_hash"]
+
+
+def _identity(path: Path) -> tuple[str, int, int, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class ArtifactWriter:
@@ -202,7 +259,7 @@ class ArtifactWriter:
     The content hash follows the writing: after each ``write_*`` call the bytes the file has
     grown by are hashed (Parquet is written front to back, never rewritten), so sealing hashes
     only the footer and the last buffered bytes instead of reading the whole file again.
-    :meth:`finish` closes it, fsyncs, renames it to ``path`` and writes the manifest; an
+    :meth:`finish` closes it, fsyncs, and renames it and then its manifest into place; an
     exception inside the ``with`` block removes the temp file and leaves any previous
     artifact at ``path`` untouched.
     """
@@ -277,12 +334,6 @@ class ArtifactWriter:
         if self._artifact is not None:
             return self._artifact
         content_hash = self.seal()
-        try:
-            os.chmod(self._tmp, 0o666 & ~_UMASK)
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
         manifest = {
             "name": self.path.name.removesuffix(".parquet"),
             "kind": self.kind,
@@ -293,7 +344,7 @@ class ArtifactWriter:
             "parents": [p.content_hash for p in self.parents],
             "extra": (self.extra if extra is None else extra) or {},
         }
-        atomic_write_json(manifest_path(self.path), manifest)
+        _publish(self._tmp, self.path, manifest)
         self._artifact = Artifact(path=self.path, manifest=manifest)
         return self._artifact
 
@@ -320,7 +371,8 @@ class ArtifactWriter:
 
 
 def open_artifact(path: str | os.PathLike) -> Artifact:
-    """Open an artifact written by :func:`write_table`; a clear error if it is not one."""
+    """Open an artifact written by :func:`write_table`; a clear error if it is not one, or if
+    the data file is not the one its manifest describes (:class:`ArtifactError`)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; expected a .parquet artifact inside it")
@@ -334,4 +386,17 @@ def open_artifact(path: str | os.PathLike) -> Artifact:
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema version {manifest.get('schema_version')!r}, "
                          f"this hammer reads {SCHEMA_VERSION!r}")
+    verify(path, manifest["content_hash"])
     return Artifact(path=path, manifest=manifest)
+
+
+def verify(path: str | os.PathLike, content_hash: str) -> None:
+    """Raise :class:`ArtifactError` unless the file's SHA-256 is ``content_hash`` (its manifest's)."""
+    path = Path(path)
+    key = _identity(path)
+    actual = _VERIFIED.get(key)
+    if actual is None:
+        actual = _VERIFIED[key] = sha256_file(path)
+    if actual != content_hash:
+        raise ArtifactError(f"{path} does not match its manifest (hash {actual[:19]}... != {content_hash[:19]}...): "
+                            "it was left by a run that did not finish; rerun the stage that writes it")

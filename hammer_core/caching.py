@@ -45,6 +45,7 @@ from typing import Any
 
 from hammer_core.artifacts import atomic_write_json, manifest_path, sha256_file
 from hammer_core.config import TINY_MODEL, PipelineConfig
+from hammer_core.locking import LOCK_NAME
 
 STAMP = ".hammer-stage.json"
 CACHED_STAGES = ("ingest", "prepare", "train", "export", "eval")
@@ -146,7 +147,7 @@ def code_version(stage: str | None = None) -> str:
 
 def folder_files(folder: str | os.PathLike[str]) -> dict[str, str]:
     """``{relative path: sha256}`` of every file a stage left in ``folder`` (checkpoints, temp
-    files and the stamp excepted)."""
+    files, the stamp and the folder's lock file excepted)."""
     root = Path(folder)
     out: dict[str, str] = {}
     if not root.is_dir():
@@ -154,7 +155,7 @@ def folder_files(folder: str | os.PathLike[str]) -> dict[str, str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".tmp"))
         for name in sorted(filenames):
-            if name == STAMP or name.endswith(".tmp") or name.startswith(".tmp"):
+            if name in (STAMP, LOCK_NAME) or name.endswith(".tmp") or name.startswith(".tmp"):
                 continue
             path = Path(dirpath) / name
             out[path.relative_to(root).as_posix()] = sha256_file(path)

@@ -18,9 +18,13 @@ summaries and manifests, and a pyfunc model (logged from code, no pickle; see
 :mod:`hammer_core.serving`) whose artifacts are the exported base + N standard PEFT adapters
 (``artifacts/export/adapters/<task>/``) and ``artifacts/base_model.json`` (which base the
 adapters apply to, and how to rebuild the tiny preset). The registered version carries
-lineage tags (data artifact hashes, config hash, code version, ``hammer.lineage_key``), its
+lineage tags (data artifact hashes, read from the files and checked against their manifests, config hash,
+code version, ``hammer.lineage_key``), its
 eval metrics (``hammer.eval.*``) and the alias ``candidate``. Registering an unchanged
 pipeline again (same lineage key) returns the existing version instead of a duplicate.
+Stage folders that were not made one from the other, or not with the config's data recipe and
+training settings, are refused (:func:`check_lineage`): a version's tags describe the data and
+weights it carries. :func:`hammer_core.stages.register` holds the run folder's lock meanwhile.
 
 Then the promotion gate (:func:`promote`, ``registry.promotion``) moves the alias
 ``champion`` to the new version only if it beats the current champion by more than
@@ -51,8 +55,10 @@ from typing import Any
 import yaml
 
 from hammer_core import __version__
-from hammer_core.artifacts import atomic_write_json, atomic_write_text, sha256_file
+from hammer_core.artifacts import (ArtifactError, atomic_write_json, atomic_write_text, manifest_path, open_artifact,
+                                   sha256_file)
 from hammer_core.config import PipelineConfig
+from hammer_core.locking import LOCK_NAME
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -233,25 +239,72 @@ def model_fingerprint(cfg: PipelineConfig) -> str:
 
 
 def tree_hash(folder: Path) -> str:
-    """Content hash of a folder: every file's relative path and bytes (sorted)."""
+    """Content hash of a folder: every file's relative path and bytes (sorted; a lock file,
+    which says who ran in the folder, is not its content)."""
     h = hashlib.sha256()
     folder = Path(folder)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME):
         h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     return "sha256:" + h.hexdigest()
+
+
+def data_hash(folder: Path, name: str) -> str:
+    """The content hash of the artifact ``<folder>/<name>.parquet``, checked against the data
+    file (:func:`~hammer_core.artifacts.open_artifact`); "" when there is none."""
+    path = Path(folder) / f"{name}.parquet"
+    return open_artifact(path).content_hash if manifest_path(path).exists() else ""
+
+
+def check_lineage(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_dir: Path) -> None:
+    """Refuse (:class:`~hammer_core.artifacts.ArtifactError`) stage folders that were not made
+    one from the other, or not with this config's data recipe and training settings, so the
+    tags of a registered version describe the data and weights it carries."""
+    from hammer_core.caching import stage_config
+    from hammer_core.config import config_from_dict
+    from hammer_core.distributed import JOB_NAME
+
+    recipe = json.loads(json.dumps(cfg.prepare.model_dump(exclude={"workers", "seed"})))
+    # each prepare artifact and the one it was made from: the examples, or the split it tokenizes
+    for name, source in (("train", ingest_dir / "examples.parquet"), ("eval", ingest_dir / "examples.parquet"),
+                         ("train_tokens", prepare_dir / "train.parquet"), ("eval_tokens", prepare_dir / "eval.parquet")):
+        manifest = _read_json(prepare_dir / f"{name}.manifest.json")
+        parent = data_hash(source.parent, source.stem)
+        if parent and manifest and parent not in manifest.get("parents", []):
+            raise ArtifactError(f"{prepare_dir / (name + '.parquet')} was not made from {source} "
+                                f"(its parent {','.join(manifest.get('parents', [])) or 'none'} != {parent}): "
+                                "rerun prepare and the stages after it")
+        extra = manifest.get("extra", {})
+        if name in ("train", "eval") and manifest and (extra.get("seed"), extra.get("prepare")) != (cfg.prepare_seed(), recipe):
+            raise ArtifactError(f"{prepare_dir} was made with another data recipe than this config's (prepare seed "
+                                f"{extra.get('seed')} vs {cfg.prepare_seed()}): register with the config the run "
+                                "used, or rerun the pipeline with this one")
+    tokens = data_hash(prepare_dir, "train_tokens")
+    trained_on = _read_json(train_dir / "train_summary.json").get("train_tokens_hash")
+    if tokens and trained_on and trained_on != tokens:
+        raise ArtifactError(f"{train_dir} was trained on other tokens than {prepare_dir / 'train_tokens.parquet'} holds "
+                            f"({trained_on} != {tokens}): rerun train and the stages after it")
+    job = _read_json(train_dir / "logs" / JOB_NAME)
+    if job.get("config"):
+        ran, this = (flatten(stage_config("train", c)) for c in (config_from_dict(job["config"], "(train job)"), cfg))
+        differ = sorted(k for k in ran.keys() | this.keys() if ran.get(k) != this.get(k))
+        if differ:
+            raise ArtifactError(f"{train_dir} was trained with other settings than this config's "
+                                f"({', '.join(f'{k}: {ran.get(k)} vs {this.get(k)}' for k in differ[:4])}): "
+                                "register with the config the run used, or rerun the pipeline with this one")
 
 
 def lineage_tags(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, export_dir: Path,
                  eval_dir: Path) -> dict[str, str]:
     """The version's lineage tags; ``hammer.lineage_key`` hashes all the inputs that make the
-    model what it is (data, config, exported weights, eval metrics) and nothing else."""
+    model what it is (data, config, exported weights, eval metrics) and nothing else. The data
+    hashes are those of the files, checked against their manifests."""
     tags = {
         "hammer.config_hash": cfg.fingerprint(),
         "hammer.model_config_hash": model_fingerprint(cfg),
         "hammer.code_version": code_version(),
-        "hammer.examples_hash": _read_json(ingest_dir / "examples.manifest.json").get("content_hash", ""),
-        "hammer.train_hash": _read_json(prepare_dir / "train.manifest.json").get("content_hash", ""),
-        "hammer.eval_hash": _read_json(prepare_dir / "eval.manifest.json").get("content_hash", ""),
+        "hammer.examples_hash": data_hash(ingest_dir, "examples"),
+        "hammer.train_hash": data_hash(prepare_dir, "train"),
+        "hammer.eval_hash": data_hash(prepare_dir, "eval"),
         "hammer.export_hash": tree_hash(export_dir) if Path(export_dir).is_dir() else "",
         "hammer.metrics_hash": sha256_file(eval_dir / "metrics.json") if (eval_dir / "metrics.json").exists() else "",
         "hammer.base_model": cfg.model.name_or_path,
@@ -332,6 +385,7 @@ def register(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, train_
     uri = preflight(cfg)
     ingest_dir, prepare_dir, train_dir, export_dir, eval_dir, out_dir = map(
         Path, (ingest_dir, prepare_dir, train_dir, export_dir, eval_dir, out_dir))
+    check_lineage(cfg, ingest_dir=ingest_dir, prepare_dir=prepare_dir, train_dir=train_dir)
     lineage = lineage_tags(cfg, ingest_dir=ingest_dir, prepare_dir=prepare_dir, export_dir=export_dir,
                            eval_dir=eval_dir)
     metrics = _read_json(eval_dir / "metrics.json")

@@ -4,12 +4,16 @@ The ``hammer`` CLI subcommands and the Prefect tasks both call exactly these, so
 behaves the same from a shell, from a flow run and from a test. Every stage writes into its
 own folder under ``output_dir`` (``ingest/``, ``prepare/``, ``train/``, ``export/``,
 ``eval/``, ``register/``) and reads its inputs from the folders of earlier stages. A stage
-starts by removing the temp files that a killed earlier run left in its folder
+holds its folder's lock while it runs (:func:`~hammer_core.locking.stage_lock`: another run
+on the same folder waits or stops, never interleaves) and starts by removing the temp files
+that a killed earlier run left in its folder
 (:func:`~hammer_core.artifacts.remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +22,22 @@ from hammer_core.config import ConfigError, PipelineConfig
 STAGES = ("ingest", "prepare", "train", "export", "eval", "register")
 
 
-def _own(out_dir: Path) -> Path:
-    """The stage's output folder, without the temp files of earlier runs that were killed."""
+@contextlib.contextmanager
+def _own(out_dir: Path) -> Iterator[Path]:
+    """The stage's output folder, locked for the block, without the temp files of earlier runs
+    that were killed; a stage that fails before writing anything leaves no new folder."""
     from hammer_core.artifacts import remove_stale_temp_files
+    from hammer_core.locking import release_new_folder, stage_lock
 
-    remove_stale_temp_files(out_dir)
-    return Path(out_dir)
+    new = not Path(out_dir).exists()
+    with stage_lock(out_dir) as locked:
+        remove_stale_temp_files(out_dir)
+        try:
+            yield Path(out_dir)
+        except BaseException:
+            if new and locked == Path(out_dir).resolve():  # failed before writing: leave no folder
+                release_new_folder(locked)
+            raise
 
 
 def _source_specs(cfg: PipelineConfig):
@@ -57,13 +71,14 @@ def ingest(cfg: PipelineConfig, out_dir: Path, shards: list[str] | None = None):
     from hammer_core.ingest import ingest as run, merge_shards
 
     specs = _source_specs(cfg)
-    if shards is None:
-        return run(specs, _own(out_dir))
-    res = merge_shards(specs, [Path(p) for p in shards], _own(out_dir))
-    for folder in {Path(p).parent for p in shards}:
-        if folder.name == SHARDS_DIR:
-            shutil.rmtree(folder, ignore_errors=True)
-    return res
+    with _own(out_dir) as out:
+        if shards is None:
+            return run(specs, out)
+        res = merge_shards(specs, [Path(p) for p in shards], out)
+        for folder in {Path(p).parent for p in shards}:
+            if folder.name == SHARDS_DIR:
+                shutil.rmtree(folder, ignore_errors=True)
+        return res
 
 
 SHARDS_DIR = ".shards"
@@ -91,7 +106,9 @@ def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path, dask: bool = F
     from hammer_core.prepare import prepare as run
 
     src = Path(ingest_dir)
-    return run(cfg, open_artifact(src / "examples.parquet" if src.is_dir() else src), _own(out_dir), dask=dask)
+    examples = open_artifact(src / "examples.parquet" if src.is_dir() else src)
+    with _own(out_dir) as out:
+        return run(cfg, examples, out, dask=dask)
 
 
 def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool = True):
@@ -102,13 +119,15 @@ def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool 
     if cfg.train.track:  # an unreachable MLflow store: one clear error here, not from a worker's log
         from hammer_core.registry import preflight
         preflight(cfg)
-    return run(cfg, tokens, _own(out_dir), progress=progress)
+    with _own(out_dir) as out:
+        return run(cfg, tokens, out, progress=progress)
 
 
 def export(train_dir: Path, out_dir: Path, merged: bool = False):
     from hammer_core.adapters import export_adapters
 
-    return export_adapters(Path(train_dir), _own(out_dir), merged=merged)
+    with _own(out_dir) as out:
+        return export_adapters(Path(train_dir), out, merged=merged)
 
 
 def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: Path, progress: bool = True):
@@ -116,16 +135,19 @@ def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: P
     from hammer_core.evaluation import evaluate as run
 
     prep = Path(prepare_dir)
-    return run(cfg, Path(train_dir), open_artifact(prep / "eval.parquet"), open_artifact(prep / "eval_tokens.parquet"),
-               _own(out_dir), progress=progress)
+    eval_rows, eval_tokens = open_artifact(prep / "eval.parquet"), open_artifact(prep / "eval_tokens.parquet")
+    with _own(out_dir) as out:
+        return run(cfg, Path(train_dir), eval_rows, eval_tokens, out, progress=progress)
 
 
 def register(cfg: PipelineConfig, run_dir: Path, out_dir: Path | None = None) -> dict[str, Any]:
+    from hammer_core.locking import run_lock
     from hammer_core.registry import register as run
 
     d = Path(run_dir)
     missing = [s for s in STAGES[:-1] if not (d / s).is_dir()]
     if missing:
         raise FileNotFoundError(f"{d} lacks the stage folders {missing}; run the earlier stages first")
-    return run(cfg, ingest_dir=d / "ingest", prepare_dir=d / "prepare", train_dir=d / "train",
-               export_dir=d / "export", eval_dir=d / "eval", out_dir=_own(out_dir or d / "register"))
+    with run_lock(d), _own(out_dir or d / "register") as out:  # what it reads and logs stays as it is
+        return run(cfg, ingest_dir=d / "ingest", prepare_dir=d / "prepare", train_dir=d / "train",
+                   export_dir=d / "export", eval_dir=d / "eval", out_dir=out)
