@@ -234,7 +234,11 @@ def load_exported_base(export_dir: str | Path, dtype: str = "float32"):
     local = export_dir / base_ref
     base = load_saved_base(local if local.exists() else base_ref, dtype)
     base.eval()
-    return base, AutoTokenizer.from_pretrained(str(export_dir / manifest["tokenizer"])), manifest
+    tokenizer = AutoTokenizer.from_pretrained(str(export_dir / manifest["tokenizer"]))
+    if manifest.get("chat_template"):  # exported with the training prompt as its template
+        from hammer_core.tokenization import RENDERS_TRAINING_PROMPT
+        setattr(tokenizer, RENDERS_TRAINING_PROMPT, True)
+    return base, tokenizer, manifest
 
 
 def load_exported(export_dir: str | Path, dtype: str = "float32"):

@@ -15,7 +15,7 @@ DEMO_CONFIG = DATA_DIR / "configs" / "demo.yaml"
 #: ``hammer demo --model NAME``: the demo config of each model preset (the first is the default)
 DEMO_CONFIGS = {"hammer-tiny-qwen2": DEMO_CONFIG, "smollm2-135m": DATA_DIR / "configs" / "demo-smollm2.yaml"}
 #: questions the demo asks the registered model once it is registered (never in its training data)
-DEMO_QUESTIONS = DATA_DIR / "sample" / "questions.jsonl"
+DEMO_QUESTIONS = DATA_DIR / "demo_questions.jsonl"
 
 
 def safe_dirname(task: str) -> str:

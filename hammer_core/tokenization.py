@@ -72,11 +72,21 @@ _MARK = "\ue8f0HAMMER-PROMPT\ue8f1"
 
 # --------------------------------------------------------------------------- reference path
 
+#: attribute an export folder's loader sets on its tokenizer, whose chat template is the training
+#: prompt itself (hammer_core.chat_template): wrapping a rendered prompt in it again would double it
+RENDERS_TRAINING_PROMPT = "hammer_renders_training_prompt"
+
+
 def prompt_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]],
                 tools: list[dict[str, Any]], prompt_format: str = "hammer") -> str:
     """The full text the model is conditioned on, in the format it was trained with
     (``prepare.prompt_format``): Hammer's prompt as the user turn (chat template applied when
-    there is one), or the tokenizer's own template with ``tools=`` (what training rendered)."""
+    there is one), or the tokenizer's own template with ``tools=`` (what training rendered).
+    An exported tokenizer (:data:`RENDERS_TRAINING_PROMPT` set by the export loader) already
+    carries the training prompt as its chat template: it renders the request as a server would."""
+    if getattr(tokenizer, RENDERS_TRAINING_PROMPT, False):
+        return tokenizer.apply_chat_template(list(messages), tools=[{"type": "function", "function": t} for t in tools],
+                                             tokenize=False, add_generation_prompt=True)
     if prompt_format == "chat_template":
         return tokenizer.apply_chat_template(list(messages), tools=openai_tools(tools), tokenize=False,
                                              add_generation_prompt=True)

@@ -745,3 +745,17 @@ def test_baseline_scores_the_zero_shot_base_on_the_same_rows(trained, tmp_path):
     assert from_export.generate([t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks],
                                 max_new_tokens=6, batch_size=8, progress=False) == expected
     assert "base (zero-shot)" in (tmp_path / "report.md").read_text()
+
+
+def test_an_export_folder_renders_requests_as_the_training_prompt(trained):
+    """The exported tokenizer's chat template is the training prompt: requests rendered through
+    an export folder (serving, BFCL on exports) must not wrap Hammer's prompt in it a second time."""
+    _, root = trained
+    rows = {r["id"]: r for r in pq.read_table(root / "prepare" / "eval.parquet").to_pylist()}
+    toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()
+    for model_dir in (root / "train", root / "export"):
+        gen = evaluation.Generator(model_dir)
+        for t in toks:
+            row = rows[t["id"]]
+            assert gen.prompt_ids(row["messages"], json.loads(row["tools"])) == t["input_ids"][: t["n_prompt"]], \
+                (model_dir.name, t["id"])
