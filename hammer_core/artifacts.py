@@ -105,9 +105,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
+def _temp_copy(path: Path, data: bytes) -> str:
+    """``data`` written and synced to a temp file beside ``path`` (named for the stale-temp sweep),
+    readable like any artifact; nothing is left behind when that fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
@@ -116,6 +116,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are meant to be shared
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    tmp = _temp_copy(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -198,17 +209,7 @@ def write_table(
         "parents": [p.content_hash for p in (parents or [])],
         "extra": extra or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    _publish(Path(tmp), path, manifest)
+    _publish(Path(_temp_copy(path, data)), path, manifest)
     return Artifact(path=path, manifest=manifest)
 
 
@@ -220,17 +221,12 @@ def _publish(tmp: Path, path: Path, manifest: dict[str, Any]) -> None:
     mpath = manifest_path(path)
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     try:
-        fd, mtmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(mpath), suffix=".tmp")
+        mtmp = _temp_copy(mpath, text.encode("utf-8"))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        for p in (tmp, mtmp):
-            os.chmod(p, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are meant to be shared
+        os.chmod(tmp, 0o666 & ~_UMASK)  # a streamed temp file is mkstemp's 0600 until now
         os.replace(tmp, path)
         os.replace(mtmp, mpath)
     except BaseException:
