@@ -207,9 +207,10 @@ def resume_key(cfg: PipelineConfig, train_tokens: Artifact) -> str:
 
 
 def trainable_by_key(model: CGCLoraModel) -> dict[str, torch.nn.Parameter]:
-    """The adapter's parameters under their adapter-state-dict keys (gates included)."""
+    """The adapter's trainable parameters under their adapter-state-dict keys (gates included;
+    a one-expert gate, as in the multitask_lora baseline, is constant and frozen)."""
     params = {n.removeprefix("base_model."): p for n, p in model.named_parameters() if p.requires_grad}
-    expected = set(model.adapter_state_dict())
+    expected = {k for k, p in model._adapter_parameters().items() if p.requires_grad}
     if set(params) != expected:
         raise RuntimeError(f"trainable parameters do not match the adapter state: "
                            f"{sorted(set(params) ^ expected)[:5]}")

@@ -330,3 +330,17 @@ def test_a_failing_worker_is_reported_with_its_error(tmp_path, steady_workers):
     with pytest.raises(TrainingError, match=r"rank 0: ModelLoadError: could not load tokenizer") as err:
         train(bad, tokens, cfg.stage_dir("train"), progress=False)
     assert "launch.log" in str(err.value)
+
+
+def test_the_multitask_lora_baseline_trains_through_the_launcher(tmp_path, steady_workers):
+    """adapter.variant multitask_lora (one expert: its gate is constant and frozen) trains like
+    CGC-LoRA does; the ablation arm of benchmarks/bench_quality.py runs exactly this."""
+    from hammer_core.training import train
+
+    tokens = make_tokens(tmp_path / "prep" / "train_tokens.parquet", n=12)
+    cfg = config_from_dict({**train_config(tmp_path, max_steps=2, checkpoint_every=0, track=False).model_dump(),
+                            "adapter": {"variant": "multitask_lora"}})
+    res = train(cfg, tokens, cfg.stage_dir("train"), progress=False)
+    assert res.summary["steps"] == 2
+    weights = adapter_weights(cfg.stage_dir("train"))
+    assert max(float(w.abs().max()) for k, w in weights.items() if k.endswith("lora_B")) > 0  # B trained
