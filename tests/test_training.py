@@ -344,3 +344,6 @@ def test_the_multitask_lora_baseline_trains_through_the_launcher(tmp_path, stead
     assert res.summary["steps"] == 2
     weights = adapter_weights(cfg.stage_dir("train"))
     assert max(float(w.abs().max()) for k, w in weights.items() if k.endswith("lora_B")) > 0  # B trained
+    from hammer_core.evaluation import load_trained
+    model, _ = load_trained(cfg.stage_dir("train"))  # the saved adapter loads back (its gate is constant)
+    assert model.config.variant == "multitask_lora"

@@ -214,10 +214,13 @@ class CGCLoraModel(nn.Module):
         return {key: param.detach() for key, param in self._adapter_parameters().items()}
 
     def load_adapter_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy ``state`` into the CGC parameters; missing/unexpected keys or shape mismatches raise."""
+        """Copy ``state`` into the CGC parameters; missing/unexpected keys or shape mismatches raise.
+        A frozen parameter (the constant gate of a one-expert config) may be absent: the trainer
+        saves what it trains."""
         params = self._adapter_parameters()
-        missing = sorted(set(params) - set(state))
+        missing = sorted(k for k in set(params) - set(state) if params[k].requires_grad)
         unexpected = sorted(set(state) - set(params))
+        params = {k: p for k, p in params.items() if k in state}
         if missing or unexpected:
             raise ValueError(
                 f"CGC-LoRA state dict does not match the model: missing keys {missing[:10]}"
