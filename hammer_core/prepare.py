@@ -552,7 +552,7 @@ class Engine:
                 self.drain()  # no emit may run while the cache changes
                 self._cache_tokens(res[1])
                 res = parsed_c.emit(*idcols, wb, kb, copies, masked, mode, overrides)
-            out = self._fast_output(rows, res, where, keys, parsed, overrides, new_msgs, masked, mode)
+            out = self._fast_output(rows, res, where, keys, parsed, overrides, new_msgs, masked, mode, split)
             return fallback() if out is None else out
 
         if self.defer and mode != 1:
@@ -560,9 +560,10 @@ class Engine:
         return finish(emit())
 
     def _fast_output(self, rows: "_Columns", res: tuple, where: np.ndarray, keys: np.ndarray, parsed: Any,
-                     overrides: dict[int, tuple], new_msgs: list[tuple[int, Any]], masked: bool, mode: int
-                     ) -> SplitOutput | None:
-        """The output of the kernel's emit ``res``, checked (None: a row over the token budget)."""
+                     overrides: dict[int, tuple], new_msgs: list[tuple[int, Any]], masked: bool, mode: int,
+                     split: str) -> SplitOutput | None:
+        """The output of the kernel's emit ``res``, checked; rows over the token budget are
+        rejected here (None: they must be trimmed, or were not tokenized here: the Python path)."""
         r = self.recipe
         (c_id, c_var, c_par, c_tools, c_calls, valid, _src, no_call, _chars, prompts, targets, c_tokens) = res
         n = len(where)
@@ -580,8 +581,8 @@ class Engine:
         elif mode == 2:
             tok_off = np.frombuffer(c_tokens[0], dtype=np.int32)
             lengths_a = np.diff(tok_off)
-            if n and int(lengths_a.max()) > limit:
-                return None  # trim or reject: the Python path
+            if n and int(lengths_a.max()) > limit and r.length_policy != "reject":
+                return None  # trimming drops tools one at a time: the Python path
             values = memoryview(c_tokens[1])  # the kernel's buffer, not copied (fastprep.string_array likewise)
             n_prompt = np.frombuffer(c_tokens[2], dtype=np.int32)
             for q in range(0, n, SPOT_CHECK_EVERY):  # the kernel's ids against whole-text tokenization
@@ -613,7 +614,20 @@ class Engine:
             ids_a, rows.column("source").take(take), tasks_a,
             _patched(rows.column("messages"), rows.n, take, new_msgs, _MESSAGES),
             tools_a, calls_a, fastprep.string_array(n, *c_par, valid), variants_a], schema=EXAMPLE_SCHEMA)
-        out = SplitOutput(examples=table, tokens=None)
+        over = lengths_a > limit if mode == 2 else None
+        rejects: list[dict[str, Any]] = []
+        if over is not None and over.any():  # over the budget: rejected one by one, the rest kept
+            n_prompt_all = np.frombuffer(c_tokens[2], dtype=np.int32)
+            for q in np.flatnonzero(over).tolist():
+                rejects.append(_reject_record(table.column("source")[q].as_py(), split,
+                                              ids_a[q].as_py(), tools_a[q].as_py(), calls_a[q].as_py(),
+                                              int(n_prompt_all[q]), int(lengths_a[q] - n_prompt_all[q]), limit))
+            keep = pa.array(~over)
+            table = table.filter(keep)
+            ids_a, tasks_a, variants_a = table.column("id"), table.column("task"), table.column("variant")
+            no_call = int(pc.sum(pc.equal(table.column("calls"), "[]")).as_py() or 0)
+            n = table.num_rows
+        out = SplitOutput(examples=table, tokens=None, rejects=rejects)
         out.by_variant.update(_value_counts(variants_a))
         out.by_task.update(_value_counts(tasks_a))
         out.counts["no_call"] = no_call
@@ -627,9 +641,11 @@ class Engine:
             input_ids = pa.ListArray.from_arrays(pa.array(tok_off, pa.int32()),
                                                  pa.array(np.frombuffer(values, dtype="<i4"), pa.int32()),
                                                  type=TOKEN_IDS)
-            out.tokens = pa.Table.from_arrays([ids_a, tasks_a, input_ids, pa.array(n_prompt, pa.int32())],
-                                              schema=TOKENS_SCHEMA)
-            out.counts["tokens"] = int(tok_off[-1])
+            n_prompt_a = pa.array(n_prompt, pa.int32())
+            if rejects:
+                input_ids, n_prompt_a, lengths_a = input_ids.filter(keep), n_prompt_a.filter(keep), lengths_a[~over]
+            out.tokens = pa.Table.from_arrays([ids_a, tasks_a, input_ids, n_prompt_a], schema=TOKENS_SCHEMA)
+            out.counts["tokens"] = int(lengths_a.sum())
             out.max_len = int(lengths_a.max()) if n else 0
         elif r.tokenize:  # chat_template: never through the kernel
             raise AssertionError("the kernel runs only with the hammer prompt format")
@@ -875,9 +891,16 @@ def _validate(rows: _Columns, i: int, rid: str, view: RowView) -> None:
 
 def _reject(rows: _Columns, i: int, rid: str, view: RowView, split: str, enc: tuple[bytes, bytes],
             max_length: int) -> dict[str, Any]:
-    raw = dumps({"id": rid, "tools": view.tools_json(), "calls": view.calls_json()})
-    return {"source": rows.table.column("source")[i].as_py(), "location": f"{split}:{rid}", "reason": "too_long",
-            "detail": too_long_detail(len(enc[0]) // 4, len(enc[1]) // 4, max_length), "raw": raw[:10_000]}
+    return _reject_record(rows.table.column("source")[i].as_py(), split, rid, view.tools_json(), view.calls_json(),
+                          len(enc[0]) // 4, len(enc[1]) // 4, max_length)
+
+
+def _reject_record(source: str, split: str, rid: str, tools: str, calls: str, n_prompt: int, n_answer: int,
+                   max_length: int) -> dict[str, Any]:
+    """The rejects.parquet row of an output row over the token budget."""
+    raw = dumps({"id": rid, "tools": tools, "calls": calls})
+    return {"source": source, "location": f"{split}:{rid}", "reason": "too_long",
+            "detail": too_long_detail(n_prompt, n_answer, max_length), "raw": raw[:10_000]}
 
 
 # --------------------------------------------------------------------------- workers

@@ -248,6 +248,23 @@ def test_rows_over_the_budget_take_the_python_path(corpus, tmp_path, monkeypatch
     assert python[1]["trimmed"] > 0
 
 
+def test_rows_over_the_budget_are_rejected_by_the_kernel_one_by_one(corpus, tmp_path, monkeypatch):
+    # the default policy: a block with rows over the budget keeps its other rows on the kernel's
+    # path (the whole block used to go to Python), with the same bytes and rejects as Python
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 96)
+    cfg = config(tmp_path, copies=2, max_length=700)
+    python_blocks = []
+    emit = prep.Engine._emit
+    monkeypatch.setattr(prep.Engine, "_emit", lambda self, *a: python_blocks.append(a) or emit(self, *a))
+    python, compiled = run_both(cfg, corpus, tmp_path, monkeypatch)
+    assert compiled == python
+    assert python[1]["rejected_too_long"] > 20 and python[1]["train"]["rows"] > 100
+    monkeypatch.setenv("HAMMER_FASTPREP", "1")
+    python_blocks.clear()
+    prep.prepare(cfg, corpus[0], tmp_path / "again")
+    assert python_blocks == []
+
+
 def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, tmp_path, monkeypatch):
     cfg = config(tmp_path, copies=1)
     fast = prep.prepare(cfg, corpus[0], tmp_path / "fast", tokenize=False)
