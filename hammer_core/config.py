@@ -68,7 +68,8 @@ class PrepareConfig(_Strict):
     name_pool_size: int = Field(0, ge=0, description="0: every masked name is a fresh random string "
                                                      "(Hammer); N: names are drawn from N seeded random "
                                                      "strings per kind, so their tokens are cached")
-    max_length: int = Field(1024, ge=32, description="token budget of prompt + answer")
+    max_length: int = Field(2048, ge=32, description="token budget of prompt + answer (Hammer's recipe: a 2,048-token "
+                                                     "cutoff)")
     length_policy: Literal["reject", "truncate_tools"] = Field(
         "reject", description="over max_length: reject the row (rejects.parquet), or drop distractor "
                               "tools first; the answer is never cut")
