@@ -15,7 +15,7 @@ Figures, per shape:
   copy and rejects nothing, so rows per second of *written* rows is the like-for-like unit);
   the stage's time is the whole CLI process, imports and tokenizer load included;
 * the stage alone at ``--scale`` times the rows: peak memory (the sum of the proportional set
-  sizes of the stage's processes, sampled every 0.1 s) should not grow with the corpus.
+  sizes of the stage's processes, sampled every 0.25 s) should not grow with the corpus.
 
 Usage::
 
@@ -62,11 +62,16 @@ def ingested(shape: str, rows: int) -> Path:
 
 
 def _pss(proc: psutil.Process) -> int:
+    """The summed proportional set size of ``proc`` and its children, in bytes (pages shared
+    by forked workers counted once)."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except (OSError, psutil.NoSuchProcess):
             pass
     return total
 
@@ -80,7 +85,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     done = threading.Event()
 
     def sample() -> None:
-        while not done.wait(0.1):
+        while not done.wait(0.25):
             try:
                 peak[0] = max(peak[0], _pss(proc))
             except psutil.NoSuchProcess:
@@ -112,9 +117,11 @@ def reference(examples: Path) -> dict[str, Any]:
     return out
 
 
-def stage(folder: Path, out: Path) -> dict[str, Any]:
-    """``hammer prepare`` with its defaults, timed as a whole process."""
-    res = timed([*HAMMER, "prepare", "--input", str(folder), "--out", str(out)])
+def stage(folder: Path, out: Path, compiled: bool = True) -> dict[str, Any]:
+    """``hammer prepare`` with its defaults, timed as a whole process (``compiled=False``: its
+    pure-Python path, ``HAMMER_FASTPREP=0``)."""
+    res = timed([*HAMMER, "prepare", "--input", str(folder), "--out", str(out)],
+                env={"HAMMER_FASTPREP": "1" if compiled else "0"})
     summary = json.loads(res["stdout"].strip().splitlines()[-1])
     res["output_rows"] = summary["train"]["rows"] + summary["eval"]["rows"]
     res["rejected"] = summary["rejected_too_long"]
@@ -129,14 +136,21 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000, help="raw records per shape")
     ap.add_argument("--scale", type=int, default=3, help="memory check at this multiple of --rows (0: skip)")
     ap.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
+    ap.add_argument("--python", action="store_true", help="also time the stage's pure-Python path (HAMMER_FASTPREP=0)")
+    ap.add_argument("--no-reference", action="store_true", help="the stage only (a memory check); implies --no-write")
     args = ap.parse_args()
     info = machine()
     lines = []
     for shape in args.shapes:
         folder = ingested(shape, args.rows)
-        ref = reference(folder / "examples.parquet")
+        ref = reference(folder / "examples.parquet") if not args.no_reference else {"output_rows": 1, "seconds": 1.0,
+                                                                                  "peak_mb": 0}
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             ours = stage(folder, Path(tmp) / "out")
+        python = None
+        if args.python:
+            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+                python = stage(folder, Path(tmp) / "out", compiled=False)
         big = None
         if args.scale > 1:
             big_folder = ingested(shape, args.rows * args.scale)
@@ -150,6 +164,10 @@ def main() -> None:
                "stage_s": round(ours["seconds"], 1), "stage_rows": ours["output_rows"], "rejected": ours["rejected"],
                "stage_rows_per_s": round(our_rate), "ratio": round(our_rate / ref_rate, 2),
                "stage_peak_mb": round(ours["peak_mb"]), "train_hash": ours["train_hash"]}
+        if python is not None:
+            row.update({"python_s": round(python["seconds"], 1),
+                        "python_rows_per_s": round(python["output_rows"] / python["seconds"]),
+                        "python_same_bytes": python["train_hash"] == ours["train_hash"]})
         if big is not None:
             row.update({"big_examples": big["input_rows"], "big_s": round(big["seconds"], 1),
                         "big_rows_per_s": round(big["output_rows"] / big["seconds"]),
@@ -157,21 +175,22 @@ def main() -> None:
                         "memory_growth": round(big["peak_mb"] / ours["peak_mb"], 2)})
         print(json.dumps(row), flush=True)
         lines.append(row)
-    if not args.no_write:
+    if not (args.no_write or args.no_reference):
         write(lines, info, args)
 
 
 def write(rows: list[dict[str, Any]], info: dict[str, Any], args: argparse.Namespace) -> None:
     table = ["| shape | records -> examples | reference: output rows/s (s, peak MB) | `hammer prepare`: output rows/s "
              "(s, rows written, rejected over budget) | ratio | stage peak MB | "
-             f"at {args.scale}x: examples, output rows/s, peak MB (growth) |",
-             "|---|---|---|---|---:|---:|---|"]
+             f"at {args.scale}x: examples, output rows/s, peak MB (growth) | Python path: output rows/s (same bytes) |",
+             "|---|---|---|---|---:|---:|---|---|"]
     for r in rows:
         big = (f"{r['big_examples']:,}, {r['big_rows_per_s']:,}, {r['big_peak_mb']:,} ({r['memory_growth']}x)"
                if "big_s" in r else "")
         table.append(f"| {r['shape']} | {r['records']:,} -> {r['examples']:,} | {r['reference_rows_per_s']:,} "
                      f"({r['reference_s']} s, {r['reference_peak_mb']:,}) | {r['stage_rows_per_s']:,} ({r['stage_s']} s, "
-                     f"{r['stage_rows']:,}, {r['rejected']:,}) | **{r['ratio']}x** | {r['stage_peak_mb']:,} | {big} |")
+                     f"{r['stage_rows']:,}, {r['rejected']:,}) | **{r['ratio']}x** | {r['stage_peak_mb']:,} | {big} | "
+                     + (f"{r['python_rows_per_s']:,} ({r['python_same_bytes']}) |" if "python_s" in r else " |"))
     section = "\n".join([
         BEGIN, "## Real-shaped corpora, `hammer prepare` with defaults (`benchmarks/bench_prepare_shapes.py`)", "",
         f"Machine: {info['arch']}, {info['nproc']} cores, {info['cpu']}, Python {info['python']}; {info['date']} "

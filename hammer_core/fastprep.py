@@ -7,8 +7,9 @@ tests compare whole artifacts, both ways), and hands back to it every row it doe
 
 What the kernel does, per block of rows read straight from the Arrow buffers: cut each row's
 ``tools`` at ``},{"name":`` and look the pieces up among registered tools (a tool is
-registered once, from its :class:`~hammer_core.masking.CompiledTool`: literal pieces and name
-slots of its canonical JSON and of its prompt forms); read the ``calls`` JSON (only in the
+registered once: literal pieces and name slots of its canonical JSON and of its prompt forms,
+cut from its text in C; its :class:`~hammer_core.masking.CompiledTool` is made only when the
+Python path needs it); read the ``calls`` JSON (only in the
 canonical form ingestion writes -- anything else goes to Python); decide irrelevance
 eligibility; then, per copy, draw the mask coin, the shuffle and the names from the same
 counter-based generator (``mix64``, bit-exact) and write the output row (id, lineage, masked
@@ -40,8 +41,11 @@ import numpy as np
 import pyarrow as pa
 
 from hammer_core.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView,
-                                  compiled_switched_off, key_prefix)
-from hammer_core.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, _tool_fragments, dressed
+                                  _compiled_forms, _params, _perturbable, compiled_switched_off, key_prefix,
+                                  norm_name)
+from hammer_core.prompts import (_LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, _tool_fragments, cut_ends,
+                                 dressed)
+from hammer_core.schema import parse_json
 
 try:
     from hammer_core import _fastprep
@@ -80,7 +84,8 @@ def _strcol(arr: pa.Array) -> tuple | None:
 class FastKernel:
     """The compiled kernel with its registered tools (one per :class:`hammer_core.prepare.Engine`)."""
 
-    MAX_TOOLS = 200_000  # registered tools are kept for the whole run; beyond this, rows go to Python
+    MAX_TOOLS = 200_000  # registered tools a kernel can hold; beyond this, a block's new rows go to Python
+    KEEP_TOOLS = 16_384  # the stage starts a fresh kernel before a block once one holds this many
 
     def __init__(self, masker: Masker, wrap: tuple[str, str, str] | None = None,
                  cache: ToolCache | None = None) -> None:
@@ -94,9 +99,17 @@ class FastKernel:
                                        HEAD, MID, TAIL, NO_CALL_TARGET, "[]\n")
         if wrap is not None:
             self.kernel.set_wrap(*wrap)
-        self.tools: list[CompiledTool] = []
+        # the registered tools: a CompiledTool, or the tool's text until Python needs it (tool())
+        self.tools: list[CompiledTool | str] = []
         self.cache = cache if cache is not None else ToolCache()  # shared with the Python path
         self._ids: dict[Any, int] = {}
+
+    def tool(self, tool_id: int) -> CompiledTool:
+        """The compiled tool of a registered id (made on first use for one registered from text)."""
+        t = self.tools[tool_id]
+        if isinstance(t, str):
+            t = self.tools[tool_id] = self.cache.get(t)  # type: ignore[assignment]
+        return t  # type: ignore[return-value]
 
     def _intern(self, kind: str, value: Any) -> int:
         return self._ids.setdefault((kind, value), len(self._ids))
@@ -130,6 +143,36 @@ class FastKernel:
         assert tool_id == len(self.tools)
         self.tools.append(ct)
 
+    def register_text(self, text: str) -> bool:
+        """Register a tool straight from its canonical text: the kernel's templates from
+        ``compile_tool``'s cut, no Python :class:`CompiledTool` (most tools of corpora like
+        Glaive or ToolACE are seen in one row: building one would be paid for nothing). The
+        kernel gets what :meth:`register` gives it for the same text. False: a text
+        ``compile_tool`` leaves to Python (then :meth:`register`)."""
+        forms = _compiled_forms(text)
+        if forms is None:
+            return False
+        spec = parse_json(text)
+        if not isinstance(spec, dict):
+            return False
+        (_full_lits, _full_slots, lits, slots, _specs), (_pf, _pfs, shown_lits, shown_slots, _ps, shown_text) = forms
+        names, props = _params(spec)
+        name = str(spec.get("name", ""))
+        desc = spec.get("description", "")
+        signature = ((desc if isinstance(desc, str) else "").strip().lower(), tuple(sorted(names)))
+        head, middle, tail = cut_ends(shown_text)
+        plain = [tuple(f for f in (_LEADS[pos >> 1] + head, middle, tail + _TRAILS[pos & 1]) if f) for pos in range(4)]
+        shown = [(dressed(shown_lits, pos), tuple(shown_slots)) for pos in range(4)]
+        defaults = [(i, str(p["default"])) for i, p in enumerate(props)
+                    if isinstance(p, dict) and _perturbable(p.get("default"))]
+        tool_id = self.kernel.add_tool(
+            text, encode_basestring(name)[1:-1], self._intern("name", name), self._intern("norm", norm_name(name)),
+            self._intern("sig", signature), [encode_basestring(p)[1:-1] for p in names], (tuple(lits), tuple(slots)),
+            shown, plain, defaults)
+        assert tool_id == len(self.tools)
+        self.tools.append(text)
+        return True
+
     def parse(self, columns: Any) -> Any | None:
         """The kernel's parse of a block (``prepare._Columns``), new tools registered on the way;
         None when the block's columns are not in the expected layout (the block goes to Python)."""
@@ -148,6 +191,8 @@ class FastKernel:
             if not unknown:
                 return parsed
             for text in unknown:
+                if len(self.tools) < self.MAX_TOOLS and self.register_text(text):
+                    continue
                 ct = self.cache.get(text) if len(self.tools) < self.MAX_TOOLS else None
                 if ct is None:
                     self.kernel.add_bad(text)  # rows with it go to Python

@@ -98,10 +98,10 @@ from hammer_core.tokenization import TOKEN_IDS, TOKENS_SCHEMA, FragmentTokenizer
     encode_chat_template, tokens_table, too_long_detail
 from hammer_core.validation import validate_example
 
-BLOCK_ROWS = 4096  # source rows per task (fixed: it is part of the output order)
+BLOCK_ROWS = 2048  # source rows per task (fixed: it is part of the output order)
 ROW_GROUP_ROWS = 16_384  # rows per output row group (fixed: same bytes for any batching)
 VALIDATE_EVERY = 64
-KEEP_INPUT_BYTES = 512 << 20  # inputs up to this decoded size are kept in memory between the passes
+KEEP_INPUT_BYTES = 64 << 20  # inputs up to this decoded size are kept in memory between the passes
 SPOT_CHECK_EVERY = 4096  # one row a block is re-tokenized whole by the HF tokenizer (an independent check)
 SPLITS = ("train", "eval")
 _MESSAGES = pa.list_(pa.field("item", MESSAGE_TYPE, nullable=False))
@@ -232,7 +232,7 @@ class Engine:
 
     def __init__(self, recipe: Recipe, tokenizer: Any) -> None:
         self.recipe = recipe
-        self.cache = ToolCache()
+        self.cache = ToolCache(max_size=fastprep.FastKernel.KEEP_TOOLS)
         self.masker = Masker.from_config(recipe.seed, recipe.mask_prob, recipe.name_pool_size)
         self.tokenizer = tokenizer
         self.frag: FragmentTokenizer | None = None  # None: chat_template format, or no tokens
@@ -249,13 +249,27 @@ class Engine:
         self._last_emit: Future | None = None
         self.fast: fastprep.FastKernel | None = None  # the compiled hot path (None: Python only)
         if recipe.compiled:
-            wrap = None if self.frag is None else (self.frag.head, self.frag.tail, self.frag.suffix)
-            self.fast = fastprep.FastKernel(self.masker, wrap, self.cache)
-            if self.frag is not None and self.frag.fast and sys.byteorder == "little":
-                self.fast.kernel.set_tokens(int.from_bytes(self.frag.eos, "little", signed=True),
-                                            self.frag.cache_size)
-                if self.frag.bpe is not None:  # new chunks tokenized inside the kernel
-                    self.fast.kernel.set_bpe(*self.frag.bpe.c_api())
+            self.fast = self._new_kernel()
+
+    def _new_kernel(self) -> fastprep.FastKernel:
+        wrap = None if self.frag is None else (self.frag.head, self.frag.tail, self.frag.suffix)
+        fast = fastprep.FastKernel(self.masker, wrap, self.cache)
+        if self.frag is not None and self.frag.fast and sys.byteorder == "little":
+            fast.kernel.set_tokens(int.from_bytes(self.frag.eos, "little", signed=True), self.frag.cache_size)
+            if self.frag.bpe is not None:  # new chunks tokenized inside the kernel
+                fast.kernel.set_bpe(*self.frag.bpe.c_api())
+        return fast
+
+    def _kernel(self) -> fastprep.FastKernel:
+        """The kernel for the next block: a fresh one (tools, caches) once this one holds
+        :attr:`fastprep.FastKernel.KEEP_TOOLS` tools, so that memory is bounded however many
+        distinct tools the corpus has (a cache: only the speed depends on it). A block still in
+        flight keeps the kernel it was parsed with."""
+        assert self.fast is not None
+        if len(self.fast.tools) >= fastprep.FastKernel.KEEP_TOOLS:
+            self.cache = ToolCache(max_size=fastprep.FastKernel.KEEP_TOOLS)
+            self.fast = self._new_kernel()
+        return self.fast
 
     def _submit(self, emit: Callable[[], Any]) -> Future:
         if self._emitter is None:
@@ -290,7 +304,7 @@ class Engine:
         if self.fast is not None:
             if hashed is None:
                 hashed = r.hashes(table)
-            parsed_c = self.fast.parse(rows) if hashed is not None else None
+            parsed_c = self._kernel().parse(rows) if hashed is not None else None
             if parsed_c is not None:
                 rows.keys = hashed[0]  # type: ignore[index]
                 return self._fast_originals(rows, start, hashed[1], hashed[2], parsed_c)  # type: ignore[index]
@@ -354,7 +368,7 @@ class Engine:
         """Outputs of the rows synthesized from a block of source rows, one plan each."""
         if self.fast is not None:
             src = _Columns(table, sparse=True)
-            parsed_c = self.fast.parse(src)
+            parsed_c = self._kernel().parse(src)
             if parsed_c is not None:
                 return self._fast_synthesized(src, parsed_c, splits, plans)
         src = _Columns(table)
@@ -443,7 +457,7 @@ class Engine:
                 rows.sparse = False
                 return self._emit(rows, idx, _LazyParse(self, rows, {}), split)
 
-            parsed_s = self.fast.parse(rows) if idx else None  # type: ignore[union-attr]
+            parsed_s = self._kernel().parse(rows) if idx else None
             result.outputs[split] = fallback() if parsed_s is None else \
                 self._emit_fast(rows, idx, parsed_s, {}, split, fallback)
         return result
@@ -550,7 +564,7 @@ class Engine:
         def finish(res: Any) -> SplitOutput:
             while res[0] is None:  # fragments new to the kernel's token cache
                 self.drain()  # no emit may run while the cache changes
-                self._cache_tokens(res[1])
+                self._cache_tokens(res[1], kernel)
                 res = parsed_c.emit(*idcols, wb, kb, copies, masked, mode, overrides)
             out = self._fast_output(rows, res, where, keys, parsed, overrides, new_msgs, masked, mode, split)
             return fallback() if out is None else out
@@ -651,11 +665,11 @@ class Engine:
             raise AssertionError("the kernel runs only with the hammer prompt format")
         return out
 
-    def _cache_tokens(self, texts: list[str]) -> None:
+    def _cache_tokens(self, texts: list[str], kernel: Any) -> None:
         """Tokenize fragments into the kernel's cache, as :meth:`FragmentTokenizer.encode` does:
         cut at their safe cuts, the new chunks tokenized in bulk, each fragment the concatenation
         of its chunks' ids (the cutting and the cache are in C)."""
-        frag, kernel = self.frag, self.fast.kernel  # type: ignore[union-attr]
+        frag = self.frag
         assert frag is not None
         chunks = kernel.split_misses(texts)
         if chunks:
@@ -789,8 +803,7 @@ class _KernelParse:
     def tools(self, fast: Any, i: int) -> list[CompiledTool]:
         """The compiled tools of row ``i`` (a row the kernel parsed)."""
         tool_ids, bounds = self._lists
-        registered = fast.tools
-        return [registered[t] for t in tool_ids[bounds[i]:bounds[i + 1]]]
+        return [fast.tool(t) for t in tool_ids[bounds[i]:bounds[i + 1]]]
 
 
 class _Columns:
@@ -1121,10 +1134,11 @@ class _GroupedWriter:
 # --------------------------------------------------------------------------- the stage
 
 # columns worth dictionary encoding (few distinct values); the others are mostly distinct
-_DICTIONARY = {"examples": ["source", "task", "variant", "messages.list.element.role"], "tokens": ["task"]}
+_DICTIONARY = {"examples": ["source", "task", "variant", "messages.list.element.role"], "tokens": ["task"],
+               "rejects": ["source", "reason"]}
 # columns with min/max statistics (not the long texts and token ids: nothing filters on them)
 _STATISTICS = {"examples": ["id", "source", "task", "messages.list.element.role", "parent_id", "variant"],
-               "tokens": ["id", "task", "n_prompt"]}
+               "tokens": ["id", "task", "n_prompt"], "rejects": ["source", "reason"]}
 
 
 def _output_writer(path: Path, schema: pa.Schema, kind: str, parents: list[Artifact],
@@ -1281,15 +1295,20 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         for name, schema, kind, ex in outputs:
             writers[name] = _output_writer(out / f"{name}.parquet", schema, kind, [examples], ex, p.compression)
             stack.callback(writers[name].abort)  # after finish(): a no-op
-        rejects: list[dict[str, Any]] = []
+        rejects = _output_writer(out / "rejects.parquet", REJECT_SCHEMA, "rejects", [examples], None, p.compression)
+        stack.callback(rejects.abort)
+        n_rejected = 0
         totals = {s: _Totals() for s in SPLITS}
 
         def consume(result: BlockResult) -> None:
+            nonlocal n_rejected
             for split, o in result.resolve().outputs.items():
                 writers[split].add(o.examples)
                 if o.tokens is not None:
                     writers[f"{split}_tokens"].add(o.tokens)
-                rejects.extend(o.rejects)
+                if o.rejects:  # written as they come: memory does not grow with the rejects
+                    rejects.add(pa.Table.from_pylist(o.rejects, schema=REJECT_SCHEMA))
+                    n_rejected += len(o.rejects)
                 totals[split].add(o)
 
         variants = recipe.variants
@@ -1324,7 +1343,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
                 consume(result)
         tokenization = runner.tokenization()
 
-        for w in writers.values():  # the outputs' last row groups, footers and hashes, at once
+        for w in [*writers.values(), rejects]:  # the outputs' last row groups, footers and hashes, at once
             w.seal_async()
         train_art = writers["train"].finish()
         eval_art = writers["eval"].finish()
@@ -1334,17 +1353,14 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
             writers["eval_tokens"].writer.parents = [eval_art]
             train_tok_art = writers["train_tokens"].finish()
             eval_tok_art = writers["eval_tokens"].finish()
-        rej_table = pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
-        with ArtifactWriter(out / "rejects.parquet", REJECT_SCHEMA, kind="rejects", parents=[examples]) as w:
-            w.write_table(rej_table)
-            rej_art = w.finish()
+        rej_art = rejects.finish()
 
     summary = {
         "input_rows": total,
         "train": totals["train"].stats(),
         "eval": totals["eval"].stats(),
         "irrelevance": irr_summary,
-        "rejected_too_long": len(rejects),
+        "rejected_too_long": n_rejected,
         "trimmed": totals["train"].counts["trimmed"] + totals["eval"].counts["trimmed"],
         "train_tokens": totals["train"].token_stats(),
         "eval_tokens": totals["eval"].token_stats(),

@@ -203,7 +203,7 @@ class FragmentTokenizer:
     CHUNK_CHARS = 16_384
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *, fast: bool = True,
-                 cache_size: int = 1 << 19) -> None:
+                 cache_size: int = 1 << 17) -> None:
         self.tokenizer = tokenizer
         self.backend = getattr(tokenizer, "backend_tokenizer", None)
         if tokenizer.eos_token_id is None:

@@ -265,6 +265,20 @@ def test_rows_over_the_budget_are_rejected_by_the_kernel_one_by_one(corpus, tmp_
     assert python_blocks == []
 
 
+def test_a_full_kernel_is_replaced_by_a_fresh_one_with_the_same_bytes(corpus, tmp_path, monkeypatch):
+    # memory bounded by the cap, not by the corpus's distinct tools: past KEEP_TOOLS tools the
+    # next block gets a fresh kernel (and tool cache); a cache only, so the bytes do not change
+    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(fastprep.FastKernel, "KEEP_TOOLS", 40)
+    kernels = []
+    new_kernel = prep.Engine._new_kernel
+    monkeypatch.setattr(prep.Engine, "_new_kernel", lambda self: kernels.append(new_kernel(self)) or kernels[-1])
+    python, compiled = run_both(config(tmp_path, copies=2, workers=1), corpus, tmp_path, monkeypatch)
+    assert compiled == python
+    assert len(kernels) > 3
+    assert max(len(k.tools) for k in kernels) < 40 + 64 * 5  # at most one block's new tools past the cap
+
+
 def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, tmp_path, monkeypatch):
     cfg = config(tmp_path, copies=1)
     fast = prep.prepare(cfg, corpus[0], tmp_path / "fast", tokenize=False)
