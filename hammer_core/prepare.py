@@ -38,9 +38,10 @@ templates (no JSON parsing or writing per row); tokens are cached per prompt fra
 
 Two implementations of the per-row work, with the same output bytes: the compiled kernel
 (:mod:`hammer_core.fastprep`, a C extension: it reads a block's Arrow buffers, splits, masks,
-renders and assembles the token ids of the common rows in bulk, and hands every other row --
-multi-turn conversations, perturbed defaults, non-canonical JSON, rows over the token budget
--- to the Python path), used when the extension is built (``HAMMER_FASTPREP=0`` turns it off);
+renders and assembles the token ids of the common rows in bulk, rejects rows over the token
+budget one by one, and hands every other row -- multi-turn conversations, perturbed defaults,
+non-canonical JSON; a block with rows to trim (``length_policy: truncate_tools``) -- to the
+Python path), used when the extension is built (``HAMMER_FASTPREP=0`` turns it off);
 and the pure-Python path (:meth:`Engine._emit` and its helpers), the oracle the kernel is
 tested against and the fallback when the extension is not importable (one warning).
 
@@ -512,8 +513,7 @@ class Engine:
                    fallback: Callable[[], SplitOutput]) -> SplitOutput | _Pending:
         """:meth:`_emit` through the kernel (the same rows, bytes and counts); the rows the kernel
         does not handle are made here and passed to it. ``fallback()``: the Python path's output,
-        taken when the kernel cannot make this one (a row over the token budget, or columns it
-        cannot read). With :attr:`defer` (render-only and kernel tokens), the kernel's loop runs
+        taken when the kernel cannot make this one (a row to trim, or columns it cannot read). With :attr:`defer` (render-only and kernel tokens), the kernel's loop runs
         on the emit thread and the output is finished by :meth:`_Pending.result`."""
         r = self.recipe
         if not idx:
