@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.machine import machine  # noqa: E402
 
-from hammer_core import bfcl  # noqa: E402
+from hammer_core.evaluation import bfcl  # noqa: E402
 from hammer_core.artifacts import atomic_write_text  # noqa: E402
-from hammer_core.evaluation import load_dataset, parse_calls, score, score_predictions  # noqa: E402
+from hammer_core.evaluation.stage import load_dataset, parse_calls, score, score_predictions  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "score.md"
 TARGET = 10_000  # predictions per second

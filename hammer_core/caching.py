@@ -69,8 +69,9 @@ def _sha(obj: Any) -> str:
 
 #: The module each stage runs (its code is that module and every hammer_core module it imports).
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "ingest": ("ingest",), "prepare": ("prepare",), "train": ("training", "train_worker", "distributed"),
-    "export": ("adapters",), "eval": ("evaluation",),
+    "ingest": ("data.ingest",), "prepare": ("data.prepare",),
+    "train": ("train.trainer", "train.worker", "train.distributed"),
+    "export": ("model.export",), "eval": ("evaluation.stage",),
 }
 
 
@@ -226,7 +227,7 @@ def _model_files(name_or_path: str) -> str:
 
 
 def _source_fingerprints(cfg: PipelineConfig) -> list[Any] | None:
-    from hammer_core.ingest import expand_source_path, is_hf_source
+    from hammer_core.data.ingest import expand_source_path, is_hf_source
 
     out: list[Any] = []
     for src in cfg.data.sources:

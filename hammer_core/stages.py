@@ -41,7 +41,7 @@ def _own(out_dir: Path) -> Iterator[Path]:
 
 
 def _source_specs(cfg: PipelineConfig):
-    from hammer_core.ingest import SourceSpec
+    from hammer_core.data.ingest import SourceSpec
 
     from hammer_core.paths import task_dirnames
 
@@ -68,7 +68,7 @@ def ingest(cfg: PipelineConfig, out_dir: Path, shards: list[str] | None = None):
     Merged shards are deleted afterwards."""
     import shutil
 
-    from hammer_core.ingest import ingest as run, merge_shards
+    from hammer_core.data.ingest import ingest as run, merge_shards
 
     specs = _source_specs(cfg)
     with _own(out_dir) as out:
@@ -91,7 +91,7 @@ def shard_path(cfg: PipelineConfig, index: int) -> Path:
 
 def ingest_shard(cfg: PipelineConfig, index: int, out_path: Path | None = None) -> Path:
     """Read, normalize and validate source number ``index`` into a shard (for :func:`ingest`)."""
-    from hammer_core.ingest import ingest_shard as run
+    from hammer_core.data.ingest import ingest_shard as run
 
     specs = _source_specs(cfg)
     if not 0 <= index < len(specs):
@@ -103,7 +103,7 @@ def ingest_shard(cfg: PipelineConfig, index: int, out_path: Path | None = None) 
 
 def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path, dask: bool = False):
     from hammer_core.artifacts import open_artifact
-    from hammer_core.prepare import prepare as run
+    from hammer_core.data.prepare import prepare as run
 
     src = Path(ingest_dir)
     examples = open_artifact(src / "examples.parquet" if src.is_dir() else src)
@@ -113,18 +113,18 @@ def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path, dask: bool = F
 
 def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool = True):
     from hammer_core.artifacts import open_artifact
-    from hammer_core.training import train as run
+    from hammer_core.train.trainer import train as run
 
     tokens = open_artifact(Path(prepare_dir) / "train_tokens.parquet")
     if cfg.train.track:  # an unreachable MLflow store: one clear error here, not from a worker's log
-        from hammer_core.registry import preflight
+        from hammer_core.registry.registration import preflight
         preflight(cfg)
     with _own(out_dir) as out:
         return run(cfg, tokens, out, progress=progress)
 
 
 def export(train_dir: Path, out_dir: Path, merged: bool = False):
-    from hammer_core.adapters import export_adapters
+    from hammer_core.model.export import export_adapters
 
     with _own(out_dir) as out:
         return export_adapters(Path(train_dir), out, merged=merged)
@@ -132,7 +132,7 @@ def export(train_dir: Path, out_dir: Path, merged: bool = False):
 
 def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: Path, progress: bool = True):
     from hammer_core.artifacts import open_artifact
-    from hammer_core.evaluation import evaluate as run
+    from hammer_core.evaluation.stage import evaluate as run
 
     prep = Path(prepare_dir)
     eval_rows, eval_tokens = open_artifact(prep / "eval.parquet"), open_artifact(prep / "eval_tokens.parquet")
@@ -142,7 +142,7 @@ def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: P
 
 def register(cfg: PipelineConfig, run_dir: Path, out_dir: Path | None = None) -> dict[str, Any]:
     from hammer_core.locking import run_lock
-    from hammer_core.registry import register as run
+    from hammer_core.registry.registration import register as run
 
     d = Path(run_dir)
     missing = [s for s in STAGES[:-1] if not (d / s).is_dir()]

@@ -12,8 +12,8 @@ import urllib.error
 from typing import Any
 
 from hammer_core.config import ConfigError, PipelineConfig
-from hammer_core.distributed import TrainingError
-from hammer_core.formats import RowError
+from hammer_core.train.distributed import TrainingError
+from hammer_core.data.formats import RowError
 
 #: Failures that retrying cannot fix (checked first: a ConfigError is a ValueError, a missing
 #: input file an OSError).

@@ -1,4 +1,4 @@
-"""The broad benchmark corpus (hammer_core/broad_corpus.py): breadth, determinism, real ingest,
+"""The broad benchmark corpus (hammer_core/data/broad_corpus.py): breadth, determinism, real ingest,
 row-kind shares, query/argument consistency, the unseen-tool split, no BFCL name overlap."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hammer_core import broad_corpus as bc
-from hammer_core.ingest import SourceSpec, ingest
+from hammer_core.data import broad_corpus as bc
+from hammer_core.data.ingest import SourceSpec, ingest
 
 ROWS = 250  # per cluster: 1,000 rows in 8 files, about a second to write
 
@@ -184,7 +184,7 @@ def test_no_call_rows_offer_no_tool_for_the_question() -> None:
 
 
 def test_no_tool_name_is_a_bfcl_function_name() -> None:
-    from hammer_core import bfcl
+    from hammer_core.evaluation import bfcl
 
     try:
         entries = [e for c in ("simple_python", "multiple", "parallel", "parallel_multiple",

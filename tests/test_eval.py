@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hammer_core import bfcl, evaluation, metrics, reports, robustness
-from hammer_core.evaluation import parse_calls, python_calls
+from hammer_core.evaluation import bfcl, stage as evaluation, metrics, reports, robustness
+from hammer_core.evaluation.stage import parse_calls, python_calls
 from hammer_core.schema import dumps
 from flows.cli import main as cli
 
@@ -113,7 +113,7 @@ def test_python_calls_never_evaluates_code():
 def test_python_calls_refuses_repeated_powers_quickly():
     # each exponent is small, the result is not: 10**(64**5) would take hours to compute, and
     # a C-level power never lets a thread time out, so a subprocess is the wall-clock guard
-    code = ("from hammer_core.evaluation import python_calls\n"
+    code = ("from hammer_core.evaluation.stage import python_calls\n"
             "print(python_calls('[f(a=((((10**64)**64)**64)**64)**64)]'),"
             " python_calls('f(a=(2**64)**63 * 3)') is not None, python_calls('f(a=(2**64)**64)'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -382,12 +382,12 @@ def trained(tmp_path_factory):
 
     from hammer_core import stages
     from hammer_core.artifacts import atomic_write_json, write_table
-    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
+    from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
     from hammer_core.config import load_config
-    from hammer_core.irrelevance import strip_gold_tools
-    from hammer_core.modeling import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.data.irrelevance import strip_gold_tools
+    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
     from hammer_core.schema import examples_table
-    from hammer_core.tokenization import TOKENS_SCHEMA, tokenize_rows
+    from hammer_core.data.tokenization import TOKENS_SCHEMA, tokenize_rows
 
     root = tmp_path_factory.mktemp("evalrun")
     sample = REPO / "data" / "sample"
@@ -505,7 +505,7 @@ def test_every_exported_folder_renders_the_training_prompt_and_serving_lines_nam
     vLLM's smallest accepted --max-lora-rank above the adapters' rank (3 experts x 4 = 12 -> 16)."""
     from transformers import AutoTokenizer
 
-    from hammer_core.adapters import export_adapters
+    from hammer_core.model.export import export_adapters
 
     _, root = trained
     res = export_adapters(root / "train", tmp_path / "export", merged=True)
@@ -545,7 +545,7 @@ def chat_template_train(root: Path, train: Path):
     tokenizer's template renders tools (``<tool_call>`` blocks, as Qwen2.5 / Hermes). Returns it."""
     import shutil
 
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
 
@@ -560,8 +560,8 @@ def chat_template_train(root: Path, train: Path):
 
 
 def test_chat_template_format_export_keeps_the_tokenizers_template_and_picks_its_parser(trained, tmp_path):
-    from hammer_core.adapters import export_adapters
-    from hammer_core.tokenization import encode_chat_template
+    from hammer_core.model.export import export_adapters
+    from hammer_core.data.tokenization import encode_chat_template
 
     _, root = trained
     train = tmp_path / "train"
@@ -583,7 +583,7 @@ def test_bfcl_and_robustness_prompts_use_the_trained_prompt_format(trained, tmp_
     """prepare.prompt_format: chat_template -- BFCL and the robustness study prompt the model as prepare
     rendered its rows (the tokenizer's own tools template), not in Hammer's format."""
     from hammer_core.config import load_config
-    from hammer_core.tokenization import encode_chat_template, tokenize_rows
+    from hammer_core.data.tokenization import encode_chat_template, tokenize_rows
 
     cfg, root = trained
     tok = chat_template_train(root, tmp_path / "train")
@@ -625,7 +625,7 @@ def test_bfcl_and_robustness_prompts_use_the_trained_prompt_format(trained, tmp_
 def test_vllm_rank_and_options_are_checked_on_real_adapter_configs(trained, tmp_path, edit, message):
     import shutil
 
-    from hammer_core.adapters import vllm_max_lora_rank
+    from hammer_core.model.export import vllm_max_lora_rank
     from hammer_core.config import ConfigError
 
     _, root = trained
@@ -646,11 +646,11 @@ def test_vllm_rank_and_options_are_checked_on_real_adapter_configs(trained, tmp_
 
 def test_export_refuses_a_cgc_lora_whose_rank_vllm_cannot_serve(trained, tmp_path):
     """(n_common + n_specific) * r_expert = 3 * 180 = 540 > 512: export stops, without a manifest."""
-    from hammer_core.adapters import MANIFEST, export_adapters
+    from hammer_core.model.export import MANIFEST, export_adapters
     from hammer_core.artifacts import atomic_write_json
-    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
+    from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
     from hammer_core.config import ConfigError
-    from hammer_core.modeling import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
 
     _, root = trained
     train = tmp_path / "train"
@@ -684,7 +684,7 @@ def test_compare_two_registered_versions(tmp_path):
     from mlflow import MlflowClient
 
     from hammer_core.config import config_from_dict
-    from hammer_core.registry import compare_versions
+    from hammer_core.registry.registration import compare_versions
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = config_from_dict({"registry": {"tracking_uri": uri, "model_name": "cmp"}})

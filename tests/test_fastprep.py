@@ -1,4 +1,4 @@
-"""The compiled prepare kernel (hammer_core._fastprep) against its oracle, the Python path:
+"""The compiled prepare kernel (hammer_core.data.compiled._fastprep) against its oracle, the Python path:
 bit-exact randomness and hashes, the same eligibility, and byte-identical artifacts."""
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hammer_core.prepare as prep
-from hammer_core import fastprep
+import hammer_core.data.prepare.stage as prep
+from hammer_core.data.compiled import fastprep
 from hammer_core.artifacts import write_table
 from hammer_core.config import config_from_dict
-from hammer_core.formats.xlam import normalize_xlam
-from hammer_core.irrelevance import eligibility, synthesize_tools
-from hammer_core.masking import NameGenerator, mix64, row_keys, stable_key
-from hammer_core.modeling import load_tiny_tokenizer
+from hammer_core.data.formats.xlam import normalize_xlam
+from hammer_core.data.irrelevance import eligibility, synthesize_tools
+from hammer_core.data.masking import NameGenerator, mix64, row_keys, stable_key
+from hammer_core.model.base import load_tiny_tokenizer
 from hammer_core.schema import dumps, examples_table
-from hammer_core.tokenization import FragmentTokenizer
-from hammer_core.synth import synth_rows
-from hammer_core.validation import validate_example
+from hammer_core.data.tokenization import FragmentTokenizer
+from hammer_core.data.synth import synth_rows
+from hammer_core.data.validation import validate_example
 
 pytestmark = pytest.mark.skipif(fastprep._fastprep is None, reason="the C extension is not built")
 
@@ -270,8 +270,8 @@ def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, t
 def _python_forms(text: str) -> tuple:
     """What the Python code makes of a tool text: (compact form, prompt form) as compile_tool
     returns them -- masking.CompiledTool.build and prompts._Shown with the compiled paths off."""
-    from hammer_core.masking import CompiledTool
-    from hammer_core.prompts import _Shown
+    from hammer_core.data.masking import CompiledTool
+    from hammer_core.data.prompts import _Shown
     from hammer_core.schema import parse_json
 
     before = os.environ.get("HAMMER_FASTPREP")

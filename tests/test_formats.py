@@ -19,15 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hammer_core import ingest as ingest_module
+from hammer_core.data import ingest as ingest_module
 from hammer_core.artifacts import ArtifactWriter, sha256_file, write_table
 from hammer_core.config import SourceConfig
-from hammer_core.formats import FORMATS, REASONS, RowError, detect_format
-from hammer_core.formats.glaive import parse_functioncall, split_system
-from hammer_core.ingest import DEFAULT_MAX_ROW_BYTES, SourceError, SourceSpec, ingest, read_records
+from hammer_core.data.formats import FORMATS, REASONS, RowError, detect_format
+from hammer_core.data.formats.glaive import parse_functioncall, split_system
+from hammer_core.data.ingest import DEFAULT_MAX_ROW_BYTES, SourceError, SourceSpec, ingest, read_records
 from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps, parse_json
-from hammer_core.synth import synth_rows, write_synth
-from hammer_core.validation import fits_type, validate_example
+from hammer_core.data.synth import synth_rows, write_synth
+from hammer_core.data.validation import fits_type, validate_example
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

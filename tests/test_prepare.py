@@ -12,15 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import hammer_core.prepare as prep
+import hammer_core.data.prepare.stage as prep
 from hammer_core.artifacts import write_table
 from hammer_core.config import ConfigError, config_from_dict
-from hammer_core.formats.xlam import normalize_xlam
-from hammer_core.prepare import load_prepared, prepare
+from hammer_core.data.formats.xlam import normalize_xlam
+from hammer_core.data.prepare import load_prepared, prepare
 from hammer_core.schema import EXAMPLE_SCHEMA, examples_table
-from hammer_core.synth import synth_rows
-from hammer_core.tokenization import TOKENS_SCHEMA, tokenize_rows
-from hammer_core.validation import validate_example
+from hammer_core.data.synth import synth_rows
+from hammer_core.data.tokenization import TOKENS_SCHEMA, tokenize_rows
+from hammer_core.data.validation import validate_example
 
 ROWS = 360
 
@@ -62,7 +62,7 @@ def test_every_output_row_is_valid_and_tokens_match_the_rows(prepared):
             root = r["parent_id"] or r["id"]
             assert root in by_id  # lineage: every row traces back to an ingested row
         # the cached-fragment tokens are exactly the whole-text tokenization of each row
-        from hammer_core.modeling import load_tiny_tokenizer
+        from hammer_core.model.base import load_tiny_tokenizer
         ref, too_long = tokenize_rows(rows, load_tiny_tokenizer(), 4096)
         assert not too_long
         assert toks.column("input_ids").to_pylist() == [x["input_ids"] for x in ref]
@@ -217,7 +217,7 @@ def test_lz4_compression_writes_the_same_rows(corpus, tmp_path):
 @pytest.fixture
 def tiny_tokenizer_dir(tmp_path):
     """The shipped tokenizer with a chat template that renders tools (like Qwen2.5's)."""
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
     tok = deepcopy(load_tiny_tokenizer())
@@ -237,7 +237,7 @@ def test_config_checks_the_recipe():
 def test_blocks_are_read_ahead_in_order_errors_reraised_and_the_reader_stops_when_closed():
     import threading
 
-    from hammer_core.prepare import _prefetched
+    from hammer_core.data.prepare.stage import _prefetched
 
     def items(fail_at=None):
         for i in range(10):

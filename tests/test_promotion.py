@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 from hammer_core.config import PipelineConfig
-from hammer_core.registry import CHAMPION, DECISION_TAG, REASON_TAG, promote, resolve_tracking_uri
+from hammer_core.registry.registration import CHAMPION, DECISION_TAG, REASON_TAG, promote, resolve_tracking_uri
 
 _names = itertools.count()
 

@@ -12,7 +12,7 @@ import pytest
 
 from hammer_core import stages
 from hammer_core.config import PipelineConfig, load_config
-from hammer_core.registry import (CANDIDATE, CHAMPION, DECISION_TAG, LINEAGE_KEY, RegistryUnavailable,
+from hammer_core.registry.registration import (CANDIDATE, CHAMPION, DECISION_TAG, LINEAGE_KEY, RegistryUnavailable,
                                   compare_versions, preflight, promote, register, use_tracking_uri)
 
 from .conftest import DEMO_CONFIG, free_port, loopback_server
