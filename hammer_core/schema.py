@@ -73,7 +73,7 @@ REJECT_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),
         pa.field("location", pa.string(), nullable=False),  # "data/x.jsonl:17" (1-based line) or "x.parquet#3" (0-based)
-        pa.field("reason", pa.string(), nullable=False),  # a reason code, see formats.REASONS
+        pa.field("reason", pa.string(), nullable=False),  # a reason code, see data.row_errors.REASONS
         pa.field("detail", pa.string(), nullable=False),  # human-readable explanation
         pa.field("raw", pa.string(), nullable=False),  # the input row as text, truncated
     ],

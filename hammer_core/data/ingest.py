@@ -2,7 +2,7 @@
 
 Readers (:func:`read_records`) turn a file into ``(location, record)`` pairs, where a record is
 a dict or, for input that cannot even be parsed (a bad JSON line, invalid UTF-8, a row over the
-size limit, a row nested too deep for the JSON decoder), a :class:`~hammer_core.data.formats.RowError`.
+size limit, a row nested too deep for the JSON decoder), a :class:`~hammer_core.data.row_errors.RowError`.
 Each record then goes through its format's normalizer (:mod:`hammer_core.data.formats`), which yields
 one candidate row per target (one for single-turn formats, one per learned-from assistant turn
 of a conversation) and validates each (:mod:`hammer_core.data.validation`). Nothing a row contains

@@ -2,7 +2,7 @@
 
 :func:`validate_example` takes a row in :data:`hammer_core.schema.EXAMPLE_SCHEMA` form
 (``tools`` and ``calls`` as JSON strings, tools in the canonical JSON-schema form) and raises
-:class:`hammer_core.data.formats.RowError` on the first problem found; :func:`validate_parts` does
+:class:`~hammer_core.data.row_errors.RowError` on the first problem found; :func:`validate_parts` does
 the same checks on already-parsed parts (what the normalizers call, to parse nothing twice).
 The checks, in this order:
 
@@ -48,8 +48,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hammer_core.data.formats import MAPPINGS, RowError
+from hammer_core.data.row_errors import RowError
 from hammer_core.schema import parse_json
+
+#: ``isinstance(x, MAPPINGS)``: a dict (checked first, fast) or any other Mapping (the ABC
+#: check alone costs more than parsing on the hot path).
+MAPPINGS = (dict, Mapping)
 
 #: What :func:`validate_parts` remembers of one tool: its properties and required names.
 Declared = dict[str, tuple[Mapping[str, Any], tuple[str, ...]]]

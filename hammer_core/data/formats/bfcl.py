@@ -35,7 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hammer_core.data.formats import Candidate, Records, RowError
+from hammer_core.data.formats.base import Candidate, Records
+from hammer_core.data.row_errors import RowError
 from hammer_core.data.formats.common import (convert_schema_tool, load_json_value, record_id,
                                         single_candidate, text_content, unique_tools)
 

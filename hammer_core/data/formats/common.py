@@ -50,7 +50,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hammer_core.data import validation
-from hammer_core.data.formats import MAPPINGS, Candidate, RowError
+from hammer_core.data.formats.base import Candidate
+from hammer_core.data.row_errors import RowError
+from hammer_core.data.validation import MAPPINGS
 from hammer_core.schema import dumps
 
 _STANDARD_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")

@@ -36,7 +36,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hammer_core.data.formats import Candidate, RowError
+from hammer_core.data.formats.base import Candidate
+from hammer_core.data.row_errors import RowError
 from hammer_core.data.formats.common import (Turn, conversation_candidates, convert_call,
                                         convert_schema_tool, record_id, unique_tools)
 

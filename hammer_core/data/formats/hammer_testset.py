@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hammer_core.data.formats import Candidate, RowError
+from hammer_core.data.formats.base import Candidate
+from hammer_core.data.row_errors import RowError
 from hammer_core.data.formats import xlam
 from hammer_core.data.formats.common import (convert_calls, convert_schema_tool, json_field, message_role,
                                         record_id, single_candidate, text_content, unique_tools)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hammer_core.data.formats import Candidate, RowError
+from hammer_core.data.formats.base import Candidate
+from hammer_core.data.row_errors import RowError
 from hammer_core.data.formats.common import (Turn, conversation_candidates, convert_calls,
                                         convert_schema_tool, load_json_value, record_id,
                                         text_content, unique_tools)

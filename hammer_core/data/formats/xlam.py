@@ -46,7 +46,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hammer_core.data.formats import MAPPINGS, Candidate, RowError
+from hammer_core.data.formats.base import Candidate
+from hammer_core.data.row_errors import RowError
+from hammer_core.data.validation import MAPPINGS
 from hammer_core.data.formats.common import json_field, record_id, single_candidate, tool_header, unique_tools
 from hammer_core.data import validation
 
