@@ -646,7 +646,8 @@ def test_vllm_rank_and_options_are_checked_on_real_adapter_configs(trained, tmp_
 
 def test_export_refuses_a_cgc_lora_whose_rank_vllm_cannot_serve(trained, tmp_path):
     """(n_common + n_specific) * r_expert = 3 * 180 = 540 > 512: export stops, without a manifest."""
-    from hammer_core.model.export import MANIFEST, export_adapters
+    from hammer_core.model.export import export_adapters
+    from hammer_core.model.trained import EXPORT_MANIFEST
     from hammer_core.artifacts import atomic_write_json
     from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
     from hammer_core.config import ConfigError
@@ -662,7 +663,7 @@ def test_export_refuses_a_cgc_lora_whose_rank_vllm_cannot_serve(trained, tmp_pat
     atomic_write_json(train / "train_summary.json", {"base_model": str(train / "base_model")})
     with pytest.raises(ConfigError, match=r"task 'travel': its rank 540 is above the largest --max-lora-rank"):
         export_adapters(train, tmp_path / "export")
-    assert not (tmp_path / "export" / MANIFEST).exists()
+    assert not (tmp_path / "export" / EXPORT_MANIFEST).exists()
 
 
 def test_legacy_eval_cli_form_still_works(trained, capsys):

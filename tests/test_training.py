@@ -274,7 +274,7 @@ def test_tracker_logs_inputs_and_reattaches_to_its_run(tmp_path, monkeypatch):
 def test_launched_training_writes_outputs_tracks_and_reruns_as_a_resume(tmp_path, steady_workers):
     from mlflow import MlflowClient
 
-    from hammer_core.evaluation.stage import load_trained
+    from hammer_core.model.trained import load_trained
     from hammer_core.train.trainer import train
 
     tokens = make_tokens(tmp_path / "prep" / "train_tokens.parquet")
@@ -344,6 +344,6 @@ def test_the_multitask_lora_baseline_trains_through_the_launcher(tmp_path, stead
     assert res.summary["steps"] == 2
     weights = adapter_weights(cfg.stage_dir("train"))
     assert max(float(w.abs().max()) for k, w in weights.items() if k.endswith("lora_B")) > 0  # B trained
-    from hammer_core.evaluation.stage import load_trained
+    from hammer_core.model.trained import load_trained
     model, _ = load_trained(cfg.stage_dir("train"))  # the saved adapter loads back (its gate is constant)
     assert model.config.variant == "multitask_lora"

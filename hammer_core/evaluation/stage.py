@@ -71,6 +71,7 @@ import pyarrow.parquet as pq
 from hammer_core.evaluation import bfcl, metrics as hammer_metrics, reports, robustness
 from hammer_core.artifacts import Artifact, atomic_write_json, atomic_write_text, write_table
 from hammer_core.config import PipelineConfig
+from hammer_core.model.trained import load_exported, load_exported_base, load_trained, load_trained_base
 from hammer_core.schema import dumps
 
 PRED_SCHEMA = pa.schema([
@@ -539,33 +540,6 @@ class EvalResult:
     report: Path | None = None
 
 
-def load_trained_base(train_dir: str | Path, dtype: str = "float32"):
-    """(base model without any adapter, tokenizer) of a train stage output folder."""
-    from hammer_core.model.base import load_saved_base, load_tiny_tokenizer
-
-    train_dir = Path(train_dir)
-    summary = json.loads((train_dir / "train_summary.json").read_text())
-    tok_dir = train_dir / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists() and summary["base_model"].endswith("base_model"):
-        tokenizer = load_tiny_tokenizer(tok_dir)
-    else:
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    base = load_saved_base(summary["base_model"], dtype)
-    base.eval()
-    return base, tokenizer
-
-
-def load_trained(train_dir: str | Path, dtype: str = "float32"):
-    """(CGC-LoRA model, tokenizer) from a train stage output folder."""
-    from hammer_core.model.cgc_lora import load_cgc_lora
-
-    base, tokenizer = load_trained_base(train_dir, dtype)
-    model = load_cgc_lora(base, Path(train_dir) / "adapter")
-    model.eval()
-    return model, tokenizer
-
-
 def generate_calls(model, tokenizer, prompts: list[list[int]], task_ids: list[int] | None,
                    max_new_tokens: int, batch_size: int, progress: bool = True) -> list[str]:
     """Batched greedy decoding (left padding, KV cache); returns the decoded new text.
@@ -614,7 +588,6 @@ class Generator:
                 self.tasks = list(self.model.config.tasks)
             self.kind = "base" if zero_shot else "cgc_lora"
         elif (model_dir / "export_manifest.json").exists():
-            from hammer_core.model.export import load_exported, load_exported_base
             self.model, self.tokenizer, manifest = (load_exported_base if zero_shot else load_exported)(model_dir,
                                                                                                      dtype)
             self.tasks = list(manifest["tasks"])

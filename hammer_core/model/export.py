@@ -15,7 +15,7 @@ Each task's gated CGC-LoRA experts collapse into one ordinary LoRA (see
                                        "merged"?: {task: "merged/<task>"}, "prompt_format", ...}
 
 ``peft.PeftModel.from_pretrained(base, "adapters/<task>")`` loads any of them; multi-LoRA
-servers can serve all N next to one base. Every tokenizer written here carries the chat template
+servers can serve all N next to one base (here: :func:`hammer_core.model.trained.load_exported`). Every tokenizer written here carries the chat template
 of :mod:`hammer_core.data.chat_template`: ``apply_chat_template(messages, tools=...)`` gives the prompt
 ids the model was trained on, in the training run's ``prepare.prompt_format``.
 
@@ -35,14 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from hammer_core.artifacts import atomic_write_json, atomic_write_text
-from hammer_core.model.cgc_lora import export_task_adapter, save_merged_task
-from hammer_core.data.chat_template import TEMPLATE_FILE, with_template
 from hammer_core.config import ConfigError
-from hammer_core.evaluation.stage import load_trained
-from hammer_core.paths import safe_dirname, task_dirnames  # noqa: F401  (safe_dirname re-exported)
-
-MANIFEST = "export_manifest.json"
-
+from hammer_core.data.chat_template import TEMPLATE_FILE, with_template
+from hammer_core.model.cgc_lora import export_task_adapter, save_merged_task
+from hammer_core.model.trained import EXPORT_MANIFEST, load_trained
+from hammer_core.paths import task_dirnames
 
 @dataclass
 class ExportResult:
@@ -92,7 +89,7 @@ def export_adapters(train_dir: str | Path, out_dir: str | Path, *, merged: bool 
             manifest["merged"][task] = rel
     atomic_write_json(out / SERVING_JSON, facts)
     atomic_write_text(out / SERVING_MD, serving_markdown(facts))
-    atomic_write_json(out / MANIFEST, manifest)
+    atomic_write_json(out / EXPORT_MANIFEST, manifest)
     return ExportResult(out, manifest)
 
 
@@ -220,37 +217,3 @@ adapter by name (`"model": "<task>"`).
 
 {calls}
 """
-
-
-def load_exported_base(export_dir: str | Path, dtype: str = "float32"):
-    """(base model without any adapter, tokenizer, manifest) of an export folder."""
-    from transformers import AutoTokenizer
-
-    from hammer_core.model.base import load_saved_base
-
-    export_dir = Path(export_dir)
-    manifest = json.loads((export_dir / MANIFEST).read_text())
-    base_ref = manifest["base_model"]
-    local = export_dir / base_ref
-    base = load_saved_base(local if local.exists() else base_ref, dtype)
-    base.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(export_dir / manifest["tokenizer"]))
-    if manifest.get("chat_template"):  # exported with the training prompt as its template
-        from hammer_core.data.tokenization import RENDERS_TRAINING_PROMPT
-        setattr(tokenizer, RENDERS_TRAINING_PROMPT, True)
-    return base, tokenizer, manifest
-
-
-def load_exported(export_dir: str | Path, dtype: str = "float32"):
-    """(PeftModel with every task adapter loaded, tokenizer, manifest) from an export folder."""
-    from peft import PeftModel
-
-    export_dir = Path(export_dir)
-    base, tokenizer, manifest = load_exported_base(export_dir, dtype)
-    tasks = manifest["tasks"]
-    model = PeftModel.from_pretrained(base, str(export_dir / manifest["adapters"][tasks[0]]),
-                                      adapter_name=tasks[0])
-    for task in tasks[1:]:
-        model.load_adapter(str(export_dir / manifest["adapters"][task]), adapter_name=task)
-    model.eval()
-    return model, tokenizer, manifest

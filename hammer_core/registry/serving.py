@@ -317,7 +317,7 @@ def chat_completion(answer: Answer, model: str, calls_allowed: bool = True) -> d
 
 class HammerFunctionCaller(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from hammer_core.model.export import load_exported
+        from hammer_core.model.trained import load_exported
 
         self.model, self.tokenizer, self.manifest = load_exported(context.artifacts["export"])
         config = context.model_config or {}
