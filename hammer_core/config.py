@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hammer_core.bfcl_categories import resolve_categories
+
 TINY_MODEL = "hammer-tiny-qwen2"  # the built-in preset: shipped tokenizer + small random-init Qwen2
 
 
@@ -205,7 +207,6 @@ class EvalConfig(_Strict):
     @classmethod
     def _known_categories(cls, v: list[str]) -> list[str]:
         if v:
-            from hammer_core.evaluation.bfcl import resolve_categories
             resolve_categories(v)  # raises ValueError naming the unknown category
         return v
 
