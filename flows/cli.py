@@ -139,7 +139,7 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
 def cmd_eval_compare(args: argparse.Namespace) -> None:
     from mlflow.exceptions import MlflowException
 
-    from hammer_core.registry.registration import compare_versions
+    from hammer_core.registry.promotion import compare_versions
 
     try:
         res = compare_versions(_config(args), args.a, args.b, model_name=args.model_name)
@@ -161,7 +161,7 @@ def cmd_register(args: argparse.Namespace) -> None:
 def cmd_promote(args: argparse.Namespace) -> None:
     from mlflow.exceptions import MlflowException
 
-    from hammer_core.registry.registration import promote
+    from hammer_core.registry.promotion import promote
 
     cfg = _config(args)
     _check_registry(cfg)
@@ -175,7 +175,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def _check_registry(cfg: PipelineConfig) -> None:
-    from hammer_core.registry.registration import RegistryUnavailable, preflight
+    from hammer_core.mlflow_store import RegistryUnavailable, preflight
 
     try:
         preflight(cfg)
@@ -290,7 +290,7 @@ def _ask(reg: dict[str, Any], questions_file: Path) -> None:
         return
     import mlflow
 
-    from hammer_core.registry.registration import use_tracking_uri
+    from hammer_core.mlflow_store import use_tracking_uri
 
     questions = [json.loads(line) for line in questions_file.read_text().splitlines() if line.strip()]
     with use_tracking_uri(reg["tracking_uri"]):

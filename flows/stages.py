@@ -43,7 +43,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TrainingError, File
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from hammer_core.registry.registration import RegistryUnavailable
+    from hammer_core.mlflow_store import RegistryUnavailable
 
     return USER_ERRORS + (RegistryUnavailable,)
 
@@ -128,7 +128,7 @@ def hammer_eval(config_path: str, overrides: list[str] | None = None) -> dict[st
 
 # ------------------------------------------------------------------------------ register
 def _register(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
-    from hammer_core.registry.registration import preflight
+    from hammer_core.mlflow_store import preflight
 
     cfg = flow_config(config_path, overrides)
     with run_lock(cfg.output_dir):

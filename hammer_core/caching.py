@@ -24,7 +24,7 @@ train     ``model`` (a local model folder by file names, sizes and mtimes), ``ad
 export    the ``train`` folder (checkpoints excepted)
 eval      ``eval``, ``model``, ``seed``, the ``train`` folder, ``prepare/eval.parquet`` and
           ``prepare/eval_tokens.parquet`` (+ the bfcl-eval version when BFCL categories are set)
-register  never cached (registration is idempotent on lineage; see hammer_core.registry)
+register  never cached (registration is idempotent on lineage; see hammer_core.registry.registration)
 ========  =====================================================================================
 
 A stage that ran writes a stamp (:data:`STAMP`) into its folder: the key and the SHA-256 of every

@@ -213,7 +213,7 @@ class EvalConfig(_Strict):
 
 class PromotionConfig(_Strict):
     """The champion gate: after registering, alias ``champion`` moves to the new version only
-    if it beats the current champion on every listed metric (see hammer_core/registry.py)."""
+    if it beats the current champion on every listed metric (see hammer_core/registry/promotion.py)."""
 
     enabled: bool = Field(True, description="run the gate after registration (false: only `candidate`)")
     metrics: dict[str, Literal["max", "min"]] = Field(

@@ -117,7 +117,7 @@ def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool 
 
     tokens = open_artifact(Path(prepare_dir) / "train_tokens.parquet")
     if cfg.train.track:  # an unreachable MLflow store: one clear error here, not from a worker's log
-        from hammer_core.registry.registration import preflight
+        from hammer_core.mlflow_store import preflight
         preflight(cfg)
     with _own(out_dir) as out:
         return run(cfg, tokens, out, progress=progress)

@@ -53,7 +53,7 @@ def is_transient(exc: BaseException) -> bool:
             return False
         if isinstance(cur, (ConnectionError, TimeoutError, OSError)):
             return True
-        if type(cur).__name__ == "RegistryUnavailable":  # hammer_core.registry: server down (transient)
+        if type(cur).__name__ == "RegistryUnavailable":  # hammer_core.mlflow_store: server down (transient)
             return bool(getattr(cur, "transient", True))  # or a local store that cannot be written (not)
         cur = cur.__cause__ or cur.__context__
     return False

@@ -685,7 +685,7 @@ def test_compare_two_registered_versions(tmp_path):
     from mlflow import MlflowClient
 
     from hammer_core.config import config_from_dict
-    from hammer_core.registry.registration import compare_versions
+    from hammer_core.registry.promotion import compare_versions
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = config_from_dict({"registry": {"tracking_uri": uri, "model_name": "cmp"}})

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from hammer_core.artifacts import atomic_write_text
 from hammer_core.data.masking import ALPHABET
-from hammer_core.model.base import DATA_DIR, TINY_TOKENIZER_DIR
+from hammer_core.paths import DATA_DIR, TINY_TOKENIZER_DIR
 from hammer_core.data.prompts import render_prompt, render_target
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -21,7 +21,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
 
 from hammer_core.config import TINY_MODEL, ModelConfig
 from hammer_core.model.presets import ModelLoadError, resolve
-from hammer_core.paths import DATA_DIR, TINY_TOKENIZER_DIR  # noqa: F401  (re-exported)
+from hammer_core.paths import TINY_TOKENIZER_DIR
 
 
 # ChatML, as Qwen2 instruct models use; generation stops at <|im_end|>.

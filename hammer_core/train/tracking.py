@@ -13,7 +13,7 @@ One pipeline run is one MLflow run. The train stage opens it and logs while it t
 * artifacts: each checkpoint (``train/checkpoints/step-N``) and the final adapter
   (``train/adapter``).
 
-Where the run lives: :func:`hammer_core.registry.resolve_tracking_uri` (the config's
+Where the run lives: :func:`hammer_core.mlflow_store.resolve_tracking_uri` (the config's
 ``registry.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else a local sqlite store). The run id
 is written to ``mlflow_run.json`` in the train folder, and in the pipeline folder when the
 train folder is ``<output_dir>/train``; the register stage finds it there and adds the eval
@@ -41,7 +41,7 @@ MLFLOW_DIGEST_CHARS = 36  # the width of MLflow's dataset digest column
 
 def config_params(cfg: PipelineConfig) -> dict[str, str]:
     """Every config value as an MLflow param (the same strings the register stage logs)."""
-    from hammer_core.registry.registration import flatten
+    from hammer_core.mlflow_store import flatten
 
     return {k: str(v)[:6000] for k, v in flatten(cfg.model_dump(mode="json")).items()}
 
@@ -99,7 +99,7 @@ class Tracker:
     @classmethod
     def open(cls, cfg: PipelineConfig, train_dir: Path, *, resuming: bool, run_name: str | None = None) -> "Tracker":
         """Start (or, when ``resuming``, re-attach to) the MLflow run and record its id."""
-        from hammer_core.registry.registration import preflight, use_tracking_uri
+        from hammer_core.mlflow_store import preflight, use_tracking_uri
 
         uri = preflight(cfg)  # an unreachable server is one clear error, not MLflow's retry loop
         scope = use_tracking_uri(uri)  # left in close(): the environment is not changed for good
@@ -118,9 +118,9 @@ class Tracker:
         import mlflow
         from mlflow import MlflowClient
 
-        from hammer_core.registry.registration import _experiment_id
+        from hammer_core.mlflow_store import experiment_id
 
-        exp_id = _experiment_id(mlflow, cfg)
+        exp_id = experiment_id(mlflow, cfg)
         run_id = None
         if resuming:
             pointer = read_pointer(Path(train_dir) / POINTER_NAME)
