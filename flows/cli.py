@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_score(args: argparse.Namespace) -> None:
-    from hammer_core.evaluation.stage import score_predictions
+    from hammer_core.evaluation.scoring import score_predictions
 
     try:
         report = score_predictions(args.dataset, args.predictions, args.out, underscore_to_dot=args.underscore_to_dot)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hammer_core.evaluation.stage import parse_calls
+from hammer_core.evaluation.parsing import parse_calls
 from hammer_core.mlflow_store import use_tracking_uri
 from hammer_core.registry.serving import Answer, chat_completion
 

@@ -129,7 +129,7 @@ def vllm_max_lora_rank(adapter_dirs: dict[str, Path]) -> int:
 
 def tool_call_parser(tokenizer: Any, prompt_format: str) -> str | None:
     """vLLM's built-in tool-call parser that reads what the trained model writes; None when none
-    does (Hammer's fenced JSON list: read it with :func:`hammer_core.evaluation.parse_calls`)."""
+    does (Hammer's fenced JSON list: read it with :func:`hammer_core.evaluation.parsing.parse_calls`)."""
     if prompt_format != "chat_template":
         return None
     from hammer_core.data.tokenization import chat_template_texts
@@ -179,7 +179,7 @@ def serving_markdown(facts: dict[str, Any]) -> str:
                  "that, so the vLLM line has no `--enable-auto-tool-choice`: send `tools` with "
                  '`"tool_choice": "none"` (vLLM refuses `"auto"` without a parser; the tools are still '
                  "rendered into the prompt) and read the calls from the reply's `content` with this project's "
-                 "parser, `hammer_core.evaluation.parse_calls(text)` (or score a file of replies with "
+                 "parser, `hammer_core.evaluation.parsing.parse_calls(text)` (or score a file of replies with "
                  "`hammer eval score`).")
     else:
         calls = (f"The model writes its base template's tool-call format, which vLLM's `{parser}` parser reads: "

@@ -42,7 +42,7 @@ the way MLflow's scoring server serves chat models: a JSON body with ``messages`
   field is a 400.
 
 **Response**: an OpenAI ``ChatCompletion``. When the output parses into calls (with
-:func:`hammer_core.evaluation.parse_calls`, the project's one parser), ``choices[0].message``
+:func:`hammer_core.evaluation.parsing.parse_calls`, the project's one parser), ``choices[0].message``
 has ``tool_calls`` (``arguments`` a JSON string) and ``finish_reason`` is ``"tool_calls"``;
 otherwise ``content`` is the generated text (Hammer answers "no suitable tool" with ``[]``)
 and ``finish_reason`` is ``"stop"``, or ``"length"`` when ``max_new_tokens`` or the deadline
@@ -87,7 +87,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UN
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from hammer_core.config import ServingConfig
-from hammer_core.evaluation.stage import parse_calls
+from hammer_core.evaluation.parsing import parse_calls
 from hammer_core.data.tokenization import prompt_text
 
 # Chat-completions fields accepted and ignored: the model decodes greedily, one choice, no stream.
