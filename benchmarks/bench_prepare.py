@@ -217,13 +217,14 @@ def stage(examples: Path, out: Path, tokenize: bool, overrides: list[str]) -> di
         "irrelevance_ratio": 0.1, "hard_negative_ratio": 0.0, "mask_prob": 2 / 3, "copies": 1,
         "max_length": 4096}}, overrides)
     cfg = config_from_dict(raw)
+    from hammer_core.model.base import load_tokenizer
     if tokenize:
-        from hammer_core.model.base import load_tokenizer
         load_tokenizer(cfg.model)  # imports (torch, transformers) are not timed
     art = open_artifact(examples)
     work_cpu_start()
     start = time.perf_counter()
-    res = prepare(cfg, art, out, tokenize=tokenize)
+    tokenizer = load_tokenizer(cfg.model) if tokenize else None  # timed, as the stage loads it
+    res = prepare(cfg, art, out, tokenize=tokenize, tokenizer=tokenizer)
     seconds = time.perf_counter() - start
     s = res.summary
     return {"seconds": seconds, "input_rows": s["input_rows"], "output_rows": s["train"]["rows"] + s["eval"]["rows"],

@@ -12,7 +12,8 @@ import pytest
 from hammer_core.data.chat_template import exported_template, with_template
 from hammer_core.config import config_from_dict
 from hammer_core.data.ingest import SourceSpec, ingest
-from hammer_core.data.prepare import prepare
+
+from .conftest import prepare_examples
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [("data/sample/travel.jsonl", "travel"), ("data/sample/finance.jsonl", "finance"),
@@ -72,7 +73,7 @@ def test_template_gives_the_prepared_prompt_ids_of_every_row(examples, tmp_path,
     cfg = config_from_dict({"seed": 3, "output_dir": str(tmp_path), "model": model_section(kind, tmp_path),
                             "prepare": {"max_length": 4096, "workers": 1, "copies": 2,
                                         "prompt_format": prompt_format}})
-    res = prepare(cfg, examples, tmp_path / "prepare")
+    res = prepare_examples(cfg, examples, tmp_path / "prepare")
     with_template(load_tokenizer(cfg.model), prompt_format).save_pretrained(tmp_path / "exported")
     tok = AutoTokenizer.from_pretrained(tmp_path / "exported")  # as a server loads it
     seen = {"masked": 0, "irrelevance": 0, "default": 0, "x-key": 0, "conversation": 0, "plain": 0}

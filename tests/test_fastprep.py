@@ -26,6 +26,8 @@ from hammer_core.data.tokenization import FragmentTokenizer
 from hammer_core.data.synth import synth_rows
 from hammer_core.data.validation import validate_example
 
+from .conftest import prepare_examples
+
 pytestmark = pytest.mark.skipif(fastprep._fastprep is None, reason="the C extension is not built")
 
 ROWS = 300
@@ -105,7 +107,7 @@ def run_both(cfg, corpus, tmp_path, monkeypatch, tokenize=True):
     out = []
     for mode in ("0", "1"):
         monkeypatch.setenv("HAMMER_FASTPREP", mode)
-        res = prep.prepare(cfg, corpus[0], tmp_path / f"fast{mode}", tokenize=tokenize)
+        res = prepare_examples(cfg, corpus[0], tmp_path / f"fast{mode}", tokenize=tokenize)
         arts = (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)
         out.append(([a.content_hash if a is not None else None for a in arts], res.summary))
     return out
@@ -169,7 +171,7 @@ def test_the_kernel_tokenizes_its_ascii_misses_itself(corpus, tmp_path, monkeypa
     monkeypatch.setattr(FragmentTokenizer, "tokenize_chunks_flat", flat)
     monkeypatch.setattr(FragmentTokenizer, "_compiled", compiled)
     monkeypatch.setenv("HAMMER_FASTPREP", "1")
-    res = prep.prepare(config(tmp_path, copies=2), corpus[0], tmp_path / "out")
+    res = prepare_examples(config(tmp_path, copies=2), corpus[0], tmp_path / "out")
     assert res.summary["tokenization"] == "fragments" and res.summary["train"]["rows"] > 500
     # what reaches HF: non-ASCII text, or the chat template's special tokens
     assert to_hf and all(not t.isascii() or "<|im_" in t for t in to_hf), [t for t in to_hf if t.isascii()][:5]
@@ -250,14 +252,14 @@ def test_rows_over_the_budget_take_the_python_path(corpus, tmp_path, monkeypatch
 
 def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, tmp_path, monkeypatch):
     cfg = config(tmp_path, copies=1)
-    fast = prep.prepare(cfg, corpus[0], tmp_path / "fast", tokenize=False)
+    fast = prepare_examples(cfg, corpus[0], tmp_path / "fast", tokenize=False)
     monkeypatch.setattr(fastprep, "_fastprep", None)
     monkeypatch.setattr(fastprep, "_WARNED", False)
     with pytest.warns(RuntimeWarning, match="_fastprep is not available") as caught:
-        slow = prep.prepare(cfg, corpus[0], tmp_path / "slow", tokenize=False)
+        slow = prepare_examples(cfg, corpus[0], tmp_path / "slow", tokenize=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
-        prep.prepare(cfg, corpus[0], tmp_path / "slow2", tokenize=False)
+        prepare_examples(cfg, corpus[0], tmp_path / "slow2", tokenize=False)
     assert len([w for w in caught if "_fastprep" in str(w.message)]) == 1
     assert slow.train.content_hash == fast.train.content_hash
     assert slow.summary == fast.summary

@@ -1222,12 +1222,13 @@ def default_workers() -> int:
 
 
 def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tokenize: bool = True,
-            dask: bool = False) -> PrepareResult:
+            dask: bool = False, tokenizer: Any = None) -> PrepareResult:
     """Run the stage (see the module doc). ``tokenize=False`` renders the prompts but writes no
     token artifacts (their fields in the result are None): a dry run, and the benchmark of
     the recipe without the tokenizer. ``dask``: the blocks run on the Dask cluster of
     ``orchestration`` (``dask_address``, else a local cluster of ``dask_workers`` processes)
-    instead of this machine's process pool; same bytes."""
+    instead of this machine's process pool; same bytes. ``tokenizer``: the model's, loaded by the
+    caller (:func:`hammer_core.stages.prepare`); needed unless ``tokenize=False``."""
     out = Path(out_dir)
     p = cfg.prepare
     recipe = Recipe.from_config(cfg, tokenize=tokenize)
@@ -1238,10 +1239,11 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
     workers = p.workers or default_workers()
     if total <= 2 * BLOCK_ROWS:
         workers = 1  # not worth starting processes for
-    tokenizer = None
-    if tokenize:
-        from hammer_core.model.base import load_tokenizer  # torch + transformers: only when needed
-        tokenizer = load_tokenizer(cfg.model)
+    if not tokenize:
+        tokenizer = None
+    elif tokenizer is None:
+        raise ValueError("prepare tokenizes with the model's tokenizer: pass tokenizer= "
+                         "(hammer_core.model.base.load_tokenizer(cfg.model)), or tokenize=False")
 
     extra = {"seed": cfg.prepare_seed(), "prepare": p.model_dump(exclude={"workers", "seed"})}
     tok_extra = {"tokenizer": cfg.model.tokenizer or cfg.model.name_or_path, "max_length": p.max_length,
