@@ -13,7 +13,7 @@ from typing import Any
 
 from hammer_core.config import ConfigError, PipelineConfig
 from hammer_core.train.distributed import TrainingError
-from hammer_core.data.formats import RowError
+from hammer_core.data.row_errors import RowError
 
 #: Failures that retrying cannot fix (checked first: a ConfigError is a ValueError, a missing
 #: input file an OSError).

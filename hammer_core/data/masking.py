@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from hammer_core.data.formats import RowError
+from hammer_core.data.row_errors import RowError
 from hammer_core.schema import dumps, parse_json
 from hammer_core.data.validation import check_depth
 

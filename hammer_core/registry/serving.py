@@ -181,7 +181,7 @@ def check_size(request: Any, limits: ServingConfig) -> None:
 
 def _tool_list(tools: Any, limits: ServingConfig) -> list[dict[str, Any]]:
     """Canonical tools of a request (any style), counted against ``max_tools`` before converting."""
-    from hammer_core.data.formats import RowError
+    from hammer_core.data.row_errors import RowError
     from hammer_core.data.formats.hammer_testset import convert_any_tool
 
     tools = tools or []
@@ -249,7 +249,7 @@ class ChatRequest:
 def chat_request(req: dict[str, Any], tasks: list[str], limits: ServingConfig,
                  max_new_tokens: int) -> ChatRequest:
     """A chat-completions request, read and checked; ValueError says what is wrong."""
-    from hammer_core.data.formats import RowError
+    from hammer_core.data.row_errors import RowError
     from hammer_core.data.formats.openai import openai_turn
 
     unknown = set(req) - CHAT_FIELDS
