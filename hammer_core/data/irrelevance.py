@@ -44,9 +44,9 @@ import numpy as np
 
 from hammer_core.data.masking import CompiledTool, ToolCache, parse_json, row_keys
 
-VARIANT = "irrelevance"
+PLAIN_IRRELEVANCE = "irrelevance"  # the variant name of Hammer's plain irrelevance rows
 HARD_NEGATIVE = "hard_negative"
-SUFFIX = {VARIANT: "~irr", HARD_NEGATIVE: "~hn"}
+SUFFIX = {PLAIN_IRRELEVANCE: "~irr", HARD_NEGATIVE: "~hn"}
 MIN_SIMILARITY = 0.2  # a hard negative must be at least this close to the removed function
 MAX_SIMILARITY = 0.8  # ... and less than this (closer is a reworded copy, not a negative)
 NEIGHBOURS = 8  # candidates kept per pool tool, best first
@@ -112,7 +112,7 @@ def strip_gold_tools(row: dict[str, Any], cache: ToolCache | None = None) -> dic
     cache = cache or ToolCache()
     tools = cache.split(row["tools"])
     e = eligibility(tools, parse_json(row["calls"]))
-    return synthesized_row(row, VARIANT, synthesize_tools(tools, e.gold)) if e.plain else None
+    return synthesized_row(row, PLAIN_IRRELEVANCE, synthesize_tools(tools, e.gold)) if e.plain else None
 
 
 # --------------------------------------------------------------------------- how many, which
@@ -269,7 +269,8 @@ def select_rows(ids: Sequence[str], elig: Sequence[Eligibility], n_plain: int, n
     """``{row index: (variant, replacements)}`` of the rows to synthesize from (see the module
     doc). Hard negatives need the ``pool`` and ``tools_of(i)``, the compiled tools of row ``i``
     (only asked for the rows tried, best-ranked first). ``ranked``: the rows' :func:`ranks`
-    for ``VARIANT`` / ``HARD_NEGATIVE``, when already computed (the others are computed here)."""
+    for ``PLAIN_IRRELEVANCE`` / ``HARD_NEGATIVE``, when already computed (the others are computed
+    here)."""
     chosen: dict[int, Plan] = {}
 
     def rank(variant: str) -> np.ndarray:
@@ -295,8 +296,8 @@ def select_rows(ids: Sequence[str], elig: Sequence[Eligibility], n_plain: int, n
     if n_plain:
         plain_ok = np.array([e.plain for e in elig], dtype=bool)
         plain_ok[list(chosen)] = False
-        for i in rank_order(rank(VARIANT), plain_ok)[:n_plain].tolist():
-            chosen[i] = (VARIANT, None)
+        for i in rank_order(rank(PLAIN_IRRELEVANCE), plain_ok)[:n_plain].tolist():
+            chosen[i] = (PLAIN_IRRELEVANCE, None)
     return chosen
 
 
@@ -324,7 +325,7 @@ def synthesize_irrelevance(rows: list[dict[str, Any]], ratio: float, seed: int,
     return [synthesize(rows[i], parsed[i][0], elig[i].gold, plan) for i, plan in sorted(chosen.items())]
 
 
-__all__ = ["HARD_NEGATIVE", "MAX_SIMILARITY", "MIN_SIMILARITY", "VARIANT", "Eligibility", "Plan", "ToolPool",
+__all__ = ["HARD_NEGATIVE", "MAX_SIMILARITY", "MIN_SIMILARITY", "PLAIN_IRRELEVANCE", "Eligibility", "Plan", "ToolPool",
            "can_serve", "count_for_ratio", "eligibility", "lexical_words", "plan_counts", "rank_order",
            "ranks", "select_rows", "strip_gold_tools", "synthesize", "synthesize_irrelevance",
            "synthesize_tools", "synthesized_row"]

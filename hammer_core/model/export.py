@@ -15,9 +15,10 @@ Each task's gated CGC-LoRA experts collapse into one ordinary LoRA (see
                                        "merged"?: {task: "merged/<task>"}, "prompt_format", ...}
 
 ``peft.PeftModel.from_pretrained(base, "adapters/<task>")`` loads any of them; multi-LoRA
-servers can serve all N next to one base (here: :func:`hammer_core.model.trained.load_exported`). Every tokenizer written here carries the chat template
-of :mod:`hammer_core.data.chat_template`: ``apply_chat_template(messages, tools=...)`` gives the prompt
-ids the model was trained on, in the training run's ``prepare.prompt_format``.
+servers can serve all N next to one base (here: :func:`hammer_core.model.trained.load_exported`).
+Every tokenizer written here carries the chat template of :mod:`hammer_core.data.chat_template`:
+``apply_chat_template(messages, tools=...)`` gives the prompt ids the model was trained on, in the
+training run's ``prepare.prompt_format``.
 
 Serving with vLLM / SGLang (:func:`serving_facts`): the launch lines name the base, every adapter,
 the template and the smallest ``--max-lora-rank`` vLLM accepts that holds the largest adapter rank

@@ -116,7 +116,8 @@ def check_lineage(cfg: PipelineConfig, *, ingest_dir: Path, prepare_dir: Path, t
                             f"({trained_on} != {tokens}): rerun train and the stages after it")
     job = _read_json(train_dir / "logs" / JOB_NAME)
     if job.get("config"):
-        ran, this = (mlflow_store.flatten(stage_config("train", c)) for c in (config_from_dict(job["config"], "(train job)"), cfg))
+        ran, this = (mlflow_store.flatten(stage_config("train", c))
+                     for c in (config_from_dict(job["config"], "(train job)"), cfg))
         differ = sorted(k for k in ran.keys() | this.keys() if ran.get(k) != this.get(k))
         if differ:
             raise ArtifactError(f"{train_dir} was trained with other settings than this config's "

@@ -250,7 +250,7 @@ class Run:
     """One worker's share of a training run (all ranks run the same code, rank 0 writes)."""
 
     def __init__(self, cfg: PipelineConfig, tokens: Artifact, out: Path, progress: bool, rank: int, world: int) -> None:
-        self.cfg, self.t, self.tokens, self.out = cfg, cfg.train, tokens, out
+        self.cfg, self.train_cfg, self.tokens, self.out = cfg, cfg.train, tokens, out
         self.progress, self.rank, self.world = progress, rank, world
         self.data = TokenRows.read(tokens.path)
         self.key = resume_key(cfg, tokens)
@@ -272,7 +272,7 @@ class Run:
         """The newest checkpoint of this very training, after clearing others (all ranks)."""
         latest = ckpt.latest_checkpoint(self.out)
         usable = None
-        if latest is not None and self.t.resume:
+        if latest is not None and self.train_cfg.resume:
             state = ckpt.read_state(latest)
             if state.get("resume_key") == self.key:
                 usable = latest
@@ -303,7 +303,7 @@ class Run:
         from hammer_core.train.distributed import deepspeed_config, make_optimizer, resolve_precision
         from hammer_core.model.base import is_tiny
 
-        cfg, t = self.cfg, self.t
+        cfg, t = self.cfg, self.train_cfg
         self.resume_dir = self._checkpoint_to_resume()
         set_seed(cfg.seed)
         self.tokenizer, base = self.load_base()
@@ -366,7 +366,7 @@ class Run:
     def step(self) -> dict[str, Any]:
         import torch.distributed as dist
 
-        t, n_tasks = self.t, len(self.data.tasks)
+        t, n_tasks = self.train_cfg, len(self.data.tasks)
         micro = [self.stream.next() for _ in range(t.grad_accum)]
         global_tokens = max(self.data.answer_tokens([i for b in micro for i in b]), 1)
         # per task: [loss sum, answer tokens]; then [input tokens of this rank]
@@ -429,7 +429,7 @@ class Run:
                 "data_position": self.stream.position.to_dict(), "history": self.history,
                 "tokens_seen": self.tokens_seen, "seconds": seconds,
             })
-            final = ckpt.commit(self.out, step, self.t.keep_checkpoints)
+            final = ckpt.commit(self.out, step, self.train_cfg.keep_checkpoints)
         self.barrier()
         return final
 
@@ -439,7 +439,7 @@ class Run:
 
         from hammer_core.train.tracking import Tracker, config_params
 
-        t = self.t
+        t = self.train_cfg
         tracker = Tracker.disabled()
         if self.is_main and t.track:
             tracker = Tracker.open(self.cfg, self.out, resuming=self.resumed_from is not None)
@@ -456,7 +456,7 @@ class Run:
         return summary
 
     def _loop(self, tracker: Any, tqdm: Any) -> dict[str, Any]:
-        t = self.t
+        t = self.train_cfg
         started = time.perf_counter()
         bar = tqdm(total=t.max_steps, initial=self.start_step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.is_main))
@@ -494,7 +494,7 @@ class Run:
         if not self.is_main:
             self.barrier()
             return {}
-        out, t = self.out, self.t
+        out, t = self.out, self.train_cfg
         save_cgc_lora(GatheredAdapter(self.model.config, adapter), out / "adapter")
         self.tokenizer.save_pretrained(out / "tokenizer")
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))

@@ -94,5 +94,5 @@ def get_format(name: str) -> Format:
         raise ValueError(f"unknown format {name!r}; known formats: {sorted(FORMATS)}") from None
 
 
-__all__ = ["FORMATS", "MAPPINGS", "REASONS", "Candidate", "Format", "Normalizer", "Records", "RowError", "detect_format",
-           "get_format"]
+__all__ = ["FORMATS", "MAPPINGS", "REASONS", "Candidate", "Format", "Normalizer", "Records", "RowError",
+           "detect_format", "get_format"]

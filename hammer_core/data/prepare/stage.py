@@ -88,7 +88,8 @@ from hammer_core.data.compiled import fastprep
 from hammer_core.artifacts import Artifact, ArtifactWriter, atomic_write_json
 from hammer_core.config import PipelineConfig
 from hammer_core.data.row_errors import RowError
-from hammer_core.data.irrelevance import HARD_NEGATIVE, SUFFIX, VARIANT, Eligibility, ToolPool, eligibility, plan_counts, \
+from hammer_core.data.irrelevance import PLAIN_IRRELEVANCE as VARIANT  # phase 2: say PLAIN_IRRELEVANCE below
+from hammer_core.data.irrelevance import HARD_NEGATIVE, SUFFIX, Eligibility, ToolPool, eligibility, plan_counts, \
     ranks, select_rows, synthesize, synthesize_tools, synthesized_row
 from hammer_core.data.masking import (CompiledTool, Masker, RowView, ToolCache, copy_keys, dedup_by_name,
                                  output_identity, parse_json, plain_view, row_keys, streams, words_needed)
