@@ -232,7 +232,7 @@ def _model_files(name_or_path: str) -> str:
 
 
 def _source_fingerprints(cfg: PipelineConfig) -> list[Any] | None:
-    from hammer_core.data.ingest import expand_source_path, is_hf_source
+    from hammer_core.data.readers import expand_source_path, is_hf_source
 
     out: list[Any] = []
     for src in cfg.data.sources:

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from hammer_core.artifacts import open_artifact
 from hammer_core.data.formats import FORMATS, REASONS, RowError, detect_format
 from hammer_core.data.formats.xlam import normalize_xlam, python_type_to_schema
-from hammer_core.data.ingest import SourceError, SourceSpec, ingest, read_records
+from hammer_core.data.ingest import SourceSpec, ingest
+from hammer_core.data.readers import SourceError, read_records
 from hammer_core.data.sample_data import BAD_ROWS, generate_sample
 from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps
 from hammer_core.data.validation import MAX_DEPTH, validate_example

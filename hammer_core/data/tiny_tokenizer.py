@@ -29,7 +29,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 def corpus_texts(sample_dir: Path) -> list[str]:
     from hammer_core.data.row_errors import RowError
     from hammer_core.data.formats.xlam import normalize_xlam
-    from hammer_core.data.ingest import read_records
+    from hammer_core.data.readers import read_records
 
     texts = []
     for path in sorted(sample_dir.glob("*.jsonl")):

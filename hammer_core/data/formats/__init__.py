@@ -1,7 +1,7 @@
 """Corpus formats: per-format normalizers into canonical rows, and the registry of formats.
 
 Every input format has one *normalizer* that turns one raw record (a dict, as read by
-:func:`hammer_core.data.ingest.read_records`) into a list of :class:`Candidate` rows: one per
+:func:`hammer_core.data.readers.read_records`) into a list of :class:`Candidate` rows: one per
 *target* the record holds. A single-turn record (xLAM, BFCL, Hammer's test sets) has one
 target; a conversation (Glaive, sharegpt, OpenAI chat) has one per assistant turn that is
 learned from (see :mod:`hammer_core.data.formats.common` for the multi-turn rules). A candidate is
