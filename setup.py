@@ -1,11 +1,11 @@
-"""Build of the optional C extension ``hammer_core._fastprep`` (the prepare stage's hot path).
+"""Build of the optional C extension ``hammer_core.data.compiled._fastprep`` (the prepare stage's hot path).
 
 Everything else is declared in pyproject.toml. The extension is optional: when it cannot be
 built (no C compiler), the install still succeeds and the prepare stage runs its pure-Python
 implementation (with a warning), producing the same bytes.
 
-A second optional extension, ``hammer_core._fastbpe`` (exact byte-level BPE encoding of short
-ASCII strings, see hammer_core/fastbpe.py), is built the same way; without it, callers keep
+A second optional extension, ``hammer_core.data.compiled._fastbpe`` (exact byte-level BPE encoding of short
+ASCII strings, see hammer_core/data/compiled/fastbpe.py), is built the same way; without it, callers keep
 tokenizing with Hugging Face ``tokenizers``.
 """
 
@@ -20,7 +20,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as err:  # noqa: BLE001 -- compiler missing or failing: Python fallback
-            self.warn(f"hammer_core._fastprep not built ({err}); prepare will use the Python path")
+            self.warn(f"hammer_core.data.compiled._fastprep not built ({err}); prepare will use the Python path")
 
     def build_extension(self, ext: Extension) -> None:
         try:
@@ -30,10 +30,10 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("hammer_core._fastprep", ["hammer_core/_fastprep.c"],
+    ext_modules=[Extension("hammer_core.data.compiled._fastprep", ["hammer_core/data/compiled/_fastprep.c"],
                            extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing"],
                            optional=True),
-                 Extension("hammer_core._fastbpe", ["hammer_core/_fastbpe.c"],
+                 Extension("hammer_core.data.compiled._fastbpe", ["hammer_core/data/compiled/_fastbpe.c"],
                            extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing"],
                            optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},

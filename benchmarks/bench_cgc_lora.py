@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.machine import machine  # noqa: E402
 
 from hammer_core.artifacts import atomic_write_text  # noqa: E402
-from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, merge_task_into_base  # noqa: E402
+from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, merge_task_into_base  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "cgc_lora.md"
 TRAIN_TARGET = 1.15

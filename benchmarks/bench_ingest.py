@@ -4,7 +4,7 @@ For each size N the script generates a seeded corpus with ``hammer synth`` (JSON
 2.2 KB a row, 1-5 tools of 1-5 parameters) into a temp folder, then measures, each in a fresh
 process:
 
-- ``ingest``: :func:`hammer_core.ingest.ingest` (read, normalize, validate, de-duplicate,
+- ``ingest``: :func:`hammer_core.data.ingest.ingest` (read, normalize, validate, de-duplicate,
   write examples/rejects Parquet), the thing being measured;
 - ``parse`` (baseline, every size): the stdlib floor, ``json.loads`` of each line and of its
   ``tools`` and ``answers`` strings, nothing kept; any ingester must do at least this;
@@ -50,7 +50,7 @@ SEED = 0
 
 
 def work_ingest(corpus: Path, out: Path) -> dict[str, Any]:
-    from hammer_core.ingest import SourceSpec, ingest
+    from hammer_core.data.ingest import SourceSpec, ingest
 
     start = time.perf_counter()
     result = ingest([SourceSpec(str(corpus), name="synth")], out)
@@ -72,8 +72,8 @@ def work_parse(corpus: Path, out: Path) -> dict[str, Any]:
 
 def work_naive(corpus: Path, out: Path) -> dict[str, Any]:
     from hammer_core.artifacts import write_table
-    from hammer_core.formats import RowError
-    from hammer_core.formats.xlam import normalize_xlam
+    from hammer_core.data.formats import RowError
+    from hammer_core.data.formats.xlam import normalize_xlam
     from hammer_core.schema import examples_table
 
     start = time.perf_counter()
@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS), help="markdown report")
     args = ap.parse_args()
 
-    from hammer_core.synth import write_synth
+    from hammer_core.data.synth import write_synth
 
     figures: dict[str, Any] = {"date": dt.date.today().isoformat(), "machine": machine("pyarrow"),
                                "seed": SEED, "naive_max": args.naive_max, "sizes": []}

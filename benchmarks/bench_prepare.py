@@ -15,9 +15,9 @@ is reported, every run's seconds beside it); the slower baselines run once.
 * ``per-row``: the baseline -- one row at a time: ``json.loads`` the tools, mask them with a
   ``random.Random`` per row, ``json.dumps`` them back, render the prompt with ``json.dumps``,
   tokenize whole prompts (the tokenizer called on lists), write Parquet.
-* ``prepare (python)``: :func:`hammer_core.prepare.prepare` on its pure-Python path
+* ``prepare (python)``: :func:`hammer_core.data.prepare.prepare` on its pure-Python path
   (``HAMMER_FASTPREP=0``; ``tokenize=False`` for the render-only rows).
-* ``prepare (compiled)``: the same stage with the C kernel (``hammer_core._fastprep``); the
+* ``prepare (compiled)``: the same stage with the C kernel (``hammer_core.data.compiled._fastprep``); the
   artifacts are byte-identical to the Python path's (the train hashes are in the JSON below).
 * ``parquet copy (I/O floor)`` (render-only rows): no work at all -- the input read the way
   the stage reads it and written unchanged the way the stage writes ``train.parquet``. No
@@ -32,7 +32,7 @@ Usage::
         --append                                                       # add 1M compiled rows
 
 To benchmark another corpus, ingest it (``hammer ingest``) and pass ``--examples PATH`` to the
-prepare runs; the synthetic corpus comes from :func:`hammer_core.synth.synth_rows`.
+prepare runs; the synthetic corpus comes from :func:`hammer_core.data.synth.synth_rows`.
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ CACHE = Path(tempfile.gettempdir()) / "hammer-bench"
 def corpus(rows: int) -> Path:
     """The canonical examples artifact of ``rows`` synthetic rows (built once, cached)."""
     from hammer_core.artifacts import ArtifactWriter
-    from hammer_core.formats.xlam import normalize_xlam
+    from hammer_core.data.formats.xlam import normalize_xlam
     from hammer_core.schema import EXAMPLE_SCHEMA, examples_table
-    from hammer_core.synth import synth_rows
+    from hammer_core.data.synth import synth_rows
 
     path = CACHE / f"synth-{rows}" / "examples.parquet"
     if path.exists():
@@ -92,7 +92,7 @@ def baseline(examples: Path, out: Path, tokenize: bool) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hammer_core.prompts import FORMAT_INSTRUCTION, TASK_INSTRUCTION, tools_for_prompt
+    from hammer_core.data.prompts import FORMAT_INSTRUCTION, TASK_INSTRUCTION, tools_for_prompt
     from hammer_core.schema import dumps, examples_table
 
     alphabet = string.ascii_letters + "_." + string.digits
@@ -161,7 +161,7 @@ def baseline(examples: Path, out: Path, tokenize: bool) -> dict:
 
     tokenizer = None
     if tokenize:
-        from hammer_core.modeling import load_tiny_tokenizer
+        from hammer_core.model.base import load_tiny_tokenizer
         tokenizer = load_tiny_tokenizer()
     work_cpu_start()
     start = time.perf_counter()
@@ -191,7 +191,7 @@ def copy_floor(examples: Path, out: Path) -> dict:
     No split, no masking, no rendering: no implementation of the stage with this input and
     output can be faster than this on the same machine."""
     from hammer_core.artifacts import open_artifact
-    from hammer_core.prepare import _blocks, _output_writer
+    from hammer_core.data.prepare.stage import _blocks, _output_writer
     from hammer_core.schema import EXAMPLE_SCHEMA
 
     art = open_artifact(examples)
@@ -211,19 +211,20 @@ def copy_floor(examples: Path, out: Path) -> dict:
 def stage(examples: Path, out: Path, tokenize: bool, overrides: list[str]) -> dict:
     from hammer_core.artifacts import open_artifact
     from hammer_core.config import apply_overrides, config_from_dict
-    from hammer_core.prepare import prepare
+    from hammer_core.data.prepare import prepare
 
     raw = apply_overrides({"seed": 0, "output_dir": str(out), "prepare": {
         "irrelevance_ratio": 0.1, "hard_negative_ratio": 0.0, "mask_prob": 2 / 3, "copies": 1,
         "max_length": 4096}}, overrides)
     cfg = config_from_dict(raw)
+    from hammer_core.model.base import load_tokenizer
     if tokenize:
-        from hammer_core.modeling import load_tokenizer
         load_tokenizer(cfg.model)  # imports (torch, transformers) are not timed
     art = open_artifact(examples)
     work_cpu_start()
     start = time.perf_counter()
-    res = prepare(cfg, art, out, tokenize=tokenize)
+    tokenizer = load_tokenizer(cfg.model) if tokenize else None  # timed, as the stage loads it
+    res = prepare(cfg, art, out, tokenize=tokenize, tokenizer=tokenizer)
     seconds = time.perf_counter() - start
     s = res.summary
     return {"seconds": seconds, "input_rows": s["input_rows"], "output_rows": s["train"]["rows"] + s["eval"]["rows"],

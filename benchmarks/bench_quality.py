@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         common.append(f"train.max_steps={args.steps}")
     if args.broad:
-        from hammer_core.broad_corpus import generate_corpus
+        from hammer_core.data.broad_corpus import generate_corpus
 
         args.sources = str(work / "corpus")
         generate_corpus(args.sources, args.broad, seed=0)

@@ -9,7 +9,7 @@ values, wrong types, renamed functions), written as a JSON-lines file, in two fo
 * ``text``  -- ``{"id", "text": "<raw output>"}`` (Hammer JSON in a code fence with stray text
   for most lines, BFCL's Python call syntax for a fifth, prose for a few).
 
-Timed: :func:`hammer_core.evaluation.score_predictions` on an already loaded dataset -- reading
+Timed: :func:`hammer_core.evaluation.scoring.score_predictions` on an already loaded dataset -- reading
 and decoding the file, checking every prediction, building the report (per-id verdicts,
 per-category accuracy, summaries); writing the report is timed separately. Baseline, measured
 in the same run on the same files: the scorer the pipeline had before this work (read, decode,
@@ -41,9 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.machine import machine  # noqa: E402
 
-from hammer_core import bfcl  # noqa: E402
+from hammer_core.evaluation import bfcl  # noqa: E402
 from hammer_core.artifacts import atomic_write_text  # noqa: E402
-from hammer_core.evaluation import load_dataset, parse_calls, score, score_predictions  # noqa: E402
+from hammer_core.evaluation.parsing import parse_calls  # noqa: E402
+from hammer_core.evaluation.scoring import calls_match, load_dataset, score_predictions  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "score.md"
 TARGET = 10_000  # predictions per second
@@ -115,7 +116,7 @@ def exact_match_baseline(path: Path, targets: dict[str, list]) -> dict[str, Any]
             obj = json.loads(line)
             pred = obj["calls"] if "calls" in obj else parse_calls(obj["text"])
             try:
-                ok = score(targets[obj["id"]], pred)
+                ok = calls_match(targets[obj["id"]], pred)
             except (KeyError, TypeError):
                 ok = False
             correct += ok

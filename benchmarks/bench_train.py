@@ -1,7 +1,7 @@
 """Benchmark of the train stage: tokens/s per process in 1 and 2 processes, and (on a GPU)
 bf16 tokens/s and model FLOPs utilization of a Qwen2.5-1.5B-architecture model at sequence 2048.
 
-What is timed is the real training step of :class:`hammer_core.training.Run` (DeepSpeed
+What is timed is the real training step of :class:`hammer_core.train.trainer.Run` (DeepSpeed
 engine, CGC-LoRA, the globally normalized loss, gradient averaging, AdamW, LR schedule) in
 worker processes started by ``torchrun``, exactly as ``hammer train`` runs them. Models:
 
@@ -106,9 +106,9 @@ def worker(args: argparse.Namespace) -> None:
 
     from hammer_core.artifacts import open_artifact
     from hammer_core.config import config_from_dict
-    from hammer_core.distributed import init_process_group
-    from hammer_core.modeling import build_tiny_model, load_tiny_tokenizer
-    from hammer_core.training import Run
+    from hammer_core.train.distributed import init_process_group
+    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.train.trainer import Run
 
     rank, world = init_process_group()
     torch.set_num_threads(args.threads)
@@ -173,7 +173,7 @@ def worker(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------- driver
 def launch(model: str, nproc: int, batch: int, seq: int, steps: int, warmup: int, threads: int,
            extra: list[str] | None = None) -> dict[str, Any]:
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
 
     vocab = len(load_tiny_tokenizer())
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
@@ -214,7 +214,7 @@ def markdown(info: dict[str, Any], cpu: list[dict[str, Any]], ratios: dict[str, 
         f"torch {info['torch']}, DeepSpeed {info['deepspeed']}, Python {info['python']}; {info['date']}.",
         "",
         "Produced by `benchmarks/bench_train.py` on this machine: the real training step "
-        "(`hammer_core.training.Run.step`: DeepSpeed engine, CGC-LoRA, AdamW) in `torchrun` workers; "
+        "(`hammer_core.train.trainer.Run.step`: DeepSpeed engine, CGC-LoRA, AdamW) in `torchrun` workers; "
         "median of the timed steps after warm-up; every figure below was measured in the same run. "
         "Rows are synthetic fixed-length sequences; weights are random (no download).",
         "",

@@ -77,7 +77,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from hammer_core.synth import write_synth
+    from hammer_core.data.synth import write_synth
 
     _print(write_synth(args.out, args.rows, seed=args.seed, fmt=args.format))
 
@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     args.set = list(args.set or []) + [f"train.{key}={value}" for key, value in
                                        (("nproc", args.nproc), ("launcher", args.launcher)) if value is not None]
-    from hammer_core.distributed import TrainingError
+    from hammer_core.train.distributed import TrainingError
 
     cfg = _config(args)
     if cfg.train.track:
@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_score(args: argparse.Namespace) -> None:
-    from hammer_core.evaluation import score_predictions
+    from hammer_core.evaluation.scoring import score_predictions
 
     try:
         report = score_predictions(args.dataset, args.predictions, args.out, underscore_to_dot=args.underscore_to_dot)
@@ -139,7 +139,7 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
 def cmd_eval_compare(args: argparse.Namespace) -> None:
     from mlflow.exceptions import MlflowException
 
-    from hammer_core.registry import compare_versions
+    from hammer_core.registry.promotion import compare_versions
 
     try:
         res = compare_versions(_config(args), args.a, args.b, model_name=args.model_name)
@@ -161,7 +161,7 @@ def cmd_register(args: argparse.Namespace) -> None:
 def cmd_promote(args: argparse.Namespace) -> None:
     from mlflow.exceptions import MlflowException
 
-    from hammer_core.registry import promote
+    from hammer_core.registry.promotion import promote
 
     cfg = _config(args)
     _check_registry(cfg)
@@ -175,7 +175,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def _check_registry(cfg: PipelineConfig) -> None:
-    from hammer_core.registry import RegistryUnavailable, preflight
+    from hammer_core.mlflow_store import RegistryUnavailable, preflight
 
     try:
         preflight(cfg)
@@ -290,7 +290,7 @@ def _ask(reg: dict[str, Any], questions_file: Path) -> None:
         return
     import mlflow
 
-    from hammer_core.registry import use_tracking_uri
+    from hammer_core.mlflow_store import use_tracking_uri
 
     questions = [json.loads(line) for line in questions_file.read_text().splitlines() if line.strip()]
     with use_tracking_uri(reg["tracking_uri"]):

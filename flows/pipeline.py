@@ -24,7 +24,7 @@ SUBFLOWS: list[tuple[str, Flow, tuple[str, ...]]] = [
 
 
 def _pipeline(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
-    from hammer_core.registry import preflight
+    from hammer_core.mlflow_store import preflight
 
     cfg = flow_config(config_path, overrides)
     preflight(cfg)  # an unreachable tracking server fails now, not after training

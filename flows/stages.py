@@ -29,7 +29,7 @@ from prefect.states import Failed
 
 from hammer_core.artifacts import ArtifactError
 from hammer_core.config import ConfigError, PipelineConfig, load_config
-from hammer_core.distributed import TrainingError
+from hammer_core.train.distributed import TrainingError
 from hammer_core.locking import FolderBusy, run_lock
 from tasks.orchestration import data_task_runner, is_current, run_stage, stage_key
 from tasks.retry import retry_options
@@ -43,7 +43,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TrainingError, File
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from hammer_core.registry import RegistryUnavailable
+    from hammer_core.mlflow_store import RegistryUnavailable
 
     return USER_ERRORS + (RegistryUnavailable,)
 
@@ -128,7 +128,7 @@ def hammer_eval(config_path: str, overrides: list[str] | None = None) -> dict[st
 
 # ------------------------------------------------------------------------------ register
 def _register(config_path: str, overrides: list[str] | None) -> dict[str, Any]:
-    from hammer_core.registry import preflight
+    from hammer_core.mlflow_store import preflight
 
     cfg = flow_config(config_path, overrides)
     with run_lock(cfg.output_dir):

@@ -1,13 +1,10 @@
 """hammer_core: the plain library behind the Hammer function-calling pipeline (no Prefect here).
 
-One module per concept: ``schema`` (the canonical Arrow schema), ``artifacts`` (Parquet +
-manifest, atomic), ``config``, ``formats`` + ``ingest`` + ``validation`` + ``synth``,
-``irrelevance``, ``masking``, ``prompts``, ``tokenization``, ``prepare``, ``modeling``,
-``cgc_lora``, ``training`` + ``distributed`` + ``train_worker`` + ``sampling`` + ``checkpoint``
-+ ``tracking``, ``adapters`` (the "1 + N" export), ``evaluation`` + ``bfcl`` + ``metrics`` +
-``robustness`` + ``reports``, ``registry`` (+ ``mlflow_model``), ``serving``, ``stages``,
-``caching`` (stage cache keys for the flows), ``paths`` (bundled data locations), ``fastprep``
-(the compiled prepare path, ``_fastprep``).
+One package per stage over a thin shared root: ``data`` (formats, ingest, prepare and its compiled
+kernels), ``model`` (base models, presets, CGC-LoRA, loading trained models, export), ``train``,
+``evaluation`` and ``registry``; the root holds the shared vocabulary (``config``, ``schema``,
+``artifacts``, ``paths``, ``locking``, ``bfcl_categories``, ``mlflow_store``) and the stage API
+(``caching``, ``stages``). Imports run one way, in that order (see the README's layout section).
 """
 
 __version__ = "0.1.0"

@@ -4,8 +4,9 @@ The Prefect flows (``tasks/``) skip a stage whose key is unchanged since it last
 folder still holds what that run wrote. A key is the SHA-256 of:
 
 - the stage name and the **code**: a hash of the stage's ``hammer_core`` module and every
-  ``hammer_core`` module it imports (found by reading the sources, lazy imports included), plus
-  the versions of the libraries that shape the numbers (torch, transformers, peft, ...);
+  ``hammer_core`` module it imports (found by reading the sources, lazy imports included, with
+  the ``__init__`` of every package on the way), plus the versions of the libraries that shape
+  the numbers (torch, transformers, peft, ...);
 - the **config sections that change the stage's output** (:func:`stage_config`), never run
   ids, timestamps or the output folder;
 - the **content hashes of its inputs**: for ingest the source files' SHA-256 (an edited
@@ -24,7 +25,7 @@ train     ``model`` (a local model folder by file names, sizes and mtimes), ``ad
 export    the ``train`` folder (checkpoints excepted)
 eval      ``eval``, ``model``, ``seed``, the ``train`` folder, ``prepare/eval.parquet`` and
           ``prepare/eval_tokens.parquet`` (+ the bfcl-eval version when BFCL categories are set)
-register  never cached (registration is idempotent on lineage; see hammer_core.registry)
+register  never cached (registration is idempotent on lineage; see hammer_core.registry.registration)
 ========  =====================================================================================
 
 A stage that ran writes a stamp (:data:`STAMP`) into its folder: the key and the SHA-256 of every
@@ -69,8 +70,9 @@ def _sha(obj: Any) -> str:
 
 #: The module each stage runs (its code is that module and every hammer_core module it imports).
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "ingest": ("ingest",), "prepare": ("prepare",), "train": ("training", "train_worker", "distributed"),
-    "export": ("adapters",), "eval": ("evaluation",),
+    "ingest": ("data.ingest",), "prepare": ("data.prepare",),
+    "train": ("train.trainer", "train.worker", "train.distributed"),
+    "export": ("model.export",), "eval": ("evaluation.stage",),
 }
 
 
@@ -123,10 +125,14 @@ def code_version(stage: str | None = None) -> str:
     if stage is None:
         files = sorted(PACKAGE_DIR.rglob("*.py"))
     else:
-        seen: set[Path] = {PACKAGE_DIR / "stages.py"}  # the stage wrappers: their own code only
+        # the stage wrappers (their own code only) and the package's __init__, which every import runs
+        seen: set[Path] = {PACKAGE_DIR / "stages.py", PACKAGE_DIR / "__init__.py"}
         todo = list(STAGE_MODULES[stage])
         while todo:
-            f = _module_file(todo.pop())
+            name = todo.pop()
+            parts = name.split(".")
+            todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # its packages' __init__ run too
+            f = _module_file(name)
             if f is None or f in seen:
                 continue
             seen.add(f)
@@ -226,7 +232,7 @@ def _model_files(name_or_path: str) -> str:
 
 
 def _source_fingerprints(cfg: PipelineConfig) -> list[Any] | None:
-    from hammer_core.ingest import expand_source_path, is_hf_source
+    from hammer_core.data.readers import expand_source_path, is_hf_source
 
     out: list[Any] = []
     for src in cfg.data.sources:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hammer_core.bfcl_categories import resolve_categories
+
 TINY_MODEL = "hammer-tiny-qwen2"  # the built-in preset: shipped tokenizer + small random-init Qwen2
 
 
@@ -53,7 +55,7 @@ class DataConfig(_Strict):
 
 
 class PrepareConfig(_Strict):
-    """Hammer's data recipe (see hammer_core/prepare.py); every field changes the output except workers."""
+    """Hammer's data recipe (see hammer_core/data/prepare.py); every field changes the output except workers."""
 
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out share, split by parent row")
     irrelevance_ratio: float = Field(0.1, ge=0.0, lt=1.0,
@@ -126,7 +128,7 @@ class AdapterConfig(_Strict):
 
 
 class DeepSpeedConfig(_Strict):
-    """DeepSpeed ZeRO settings of the train stage (see :mod:`hammer_core.distributed`)."""
+    """DeepSpeed ZeRO settings of the train stage (see :mod:`hammer_core.train.distributed`)."""
 
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="0: plain data parallel; 1: shard optimizer "
                                                            "state; 2: + gradients; 3: + parameters")
@@ -206,14 +208,13 @@ class EvalConfig(_Strict):
     @classmethod
     def _known_categories(cls, v: list[str]) -> list[str]:
         if v:
-            from hammer_core.bfcl import resolve_categories
             resolve_categories(v)  # raises ValueError naming the unknown category
         return v
 
 
 class PromotionConfig(_Strict):
     """The champion gate: after registering, alias ``champion`` moves to the new version only
-    if it beats the current champion on every listed metric (see hammer_core/registry.py)."""
+    if it beats the current champion on every listed metric (see hammer_core/registry/promotion.py)."""
 
     enabled: bool = Field(True, description="run the gate after registration (false: only `candidate`)")
     metrics: dict[str, Literal["max", "min"]] = Field(
@@ -242,7 +243,7 @@ class RegistryConfig(_Strict):
 
 
 class ServingConfig(_Strict):
-    """Limits of the registered model behind ``mlflow models serve`` (see hammer_core/serving.py).
+    """Limits of the registered model behind ``mlflow models serve`` (see hammer_core/registry/serving.py).
 
     Recorded into the registered model's ``model_config``; a request over a limit is an HTTP
     400 naming it, answered before the prompt is tokenized (bytes, tools) or generated (tokens).

@@ -34,12 +34,12 @@ target of a record having the id ``<record id>#t<k>``. Inside ``messages``, an e
 assistant call turn is ``{"role": "assistant", "content": <its calls as the canonical JSON
 list, the same text as a target>}``, a tool result is ``{"role": "tool", "content": <the
 observation text>}`` and an assistant text turn is its text. An assistant text answer to a
-user turn is itself a target with ``calls == "[]"`` (see :mod:`hammer_core.formats.common`).
+user turn is itself a target with ``calls == "[]"`` (see :mod:`hammer_core.data.formats.common`).
 This needs no new column: the schema (and :data:`SCHEMA_VERSION`) is unchanged.
 
 Rejected rows (see :data:`REJECT_SCHEMA`) keep the raw input and the reason, so no input row
 is ever lost: ``read = kept + rejected + duplicates`` (exact duplicates are dropped and
-counted, see :mod:`hammer_core.ingest`).
+counted, see :mod:`hammer_core.data.ingest`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ REJECT_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),
         pa.field("location", pa.string(), nullable=False),  # "data/x.jsonl:17" (1-based line) or "x.parquet#3" (0-based)
-        pa.field("reason", pa.string(), nullable=False),  # a reason code, see formats.REASONS
+        pa.field("reason", pa.string(), nullable=False),  # a reason code, see data.row_errors.REASONS
         pa.field("detail", pa.string(), nullable=False),  # human-readable explanation
         pa.field("raw", pa.string(), nullable=False),  # the input row as text, truncated
     ],

@@ -41,7 +41,7 @@ def _own(out_dir: Path) -> Iterator[Path]:
 
 
 def _source_specs(cfg: PipelineConfig):
-    from hammer_core.ingest import SourceSpec
+    from hammer_core.data.ingest import SourceSpec
 
     from hammer_core.paths import task_dirnames
 
@@ -68,12 +68,12 @@ def ingest(cfg: PipelineConfig, out_dir: Path, shards: list[str] | None = None):
     Merged shards are deleted afterwards."""
     import shutil
 
-    from hammer_core.ingest import ingest as run, merge_shards
+    from hammer_core.data.ingest import ingest as ingest_sources, merge_shards
 
     specs = _source_specs(cfg)
     with _own(out_dir) as out:
         if shards is None:
-            return run(specs, out)
+            return ingest_sources(specs, out)
         res = merge_shards(specs, [Path(p) for p in shards], out)
         for folder in {Path(p).parent for p in shards}:
             if folder.name == SHARDS_DIR:
@@ -91,40 +91,41 @@ def shard_path(cfg: PipelineConfig, index: int) -> Path:
 
 def ingest_shard(cfg: PipelineConfig, index: int, out_path: Path | None = None) -> Path:
     """Read, normalize and validate source number ``index`` into a shard (for :func:`ingest`)."""
-    from hammer_core.ingest import ingest_shard as run
+    from hammer_core.data.ingest import ingest_shard as ingest_one_source
 
     specs = _source_specs(cfg)
     if not 0 <= index < len(specs):
         raise ConfigError(f"source index {index} is out of range: data.sources has {len(specs)} entries")
     path = Path(out_path) if out_path is not None else shard_path(cfg, index)
-    run(specs[index], path)
+    ingest_one_source(specs[index], path)
     return path
 
 
 def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path, dask: bool = False):
     from hammer_core.artifacts import open_artifact
-    from hammer_core.prepare import prepare as run
+    from hammer_core.data.prepare import prepare as prepare_examples
+    from hammer_core.model.base import load_tokenizer  # the stage hands data code its tokenizer
 
     src = Path(ingest_dir)
     examples = open_artifact(src / "examples.parquet" if src.is_dir() else src)
     with _own(out_dir) as out:
-        return run(cfg, examples, out, dask=dask)
+        return prepare_examples(cfg, examples, out, dask=dask, tokenizer=load_tokenizer(cfg.model))
 
 
 def train(cfg: PipelineConfig, prepare_dir: Path, out_dir: Path, progress: bool = True):
     from hammer_core.artifacts import open_artifact
-    from hammer_core.training import train as run
+    from hammer_core.train.trainer import train as run_training
 
     tokens = open_artifact(Path(prepare_dir) / "train_tokens.parquet")
     if cfg.train.track:  # an unreachable MLflow store: one clear error here, not from a worker's log
-        from hammer_core.registry import preflight
+        from hammer_core.mlflow_store import preflight
         preflight(cfg)
     with _own(out_dir) as out:
-        return run(cfg, tokens, out, progress=progress)
+        return run_training(cfg, tokens, out, progress=progress)
 
 
 def export(train_dir: Path, out_dir: Path, merged: bool = False):
-    from hammer_core.adapters import export_adapters
+    from hammer_core.model.export import export_adapters
 
     with _own(out_dir) as out:
         return export_adapters(Path(train_dir), out, merged=merged)
@@ -132,22 +133,22 @@ def export(train_dir: Path, out_dir: Path, merged: bool = False):
 
 def evaluate(cfg: PipelineConfig, train_dir: Path, prepare_dir: Path, out_dir: Path, progress: bool = True):
     from hammer_core.artifacts import open_artifact
-    from hammer_core.evaluation import evaluate as run
+    from hammer_core.evaluation.stage import evaluate as run_evaluation
 
     prep = Path(prepare_dir)
     eval_rows, eval_tokens = open_artifact(prep / "eval.parquet"), open_artifact(prep / "eval_tokens.parquet")
     with _own(out_dir) as out:
-        return run(cfg, Path(train_dir), eval_rows, eval_tokens, out, progress=progress)
+        return run_evaluation(cfg, Path(train_dir), eval_rows, eval_tokens, out, progress=progress)
 
 
 def register(cfg: PipelineConfig, run_dir: Path, out_dir: Path | None = None) -> dict[str, Any]:
     from hammer_core.locking import run_lock
-    from hammer_core.registry import register as run
+    from hammer_core.registry.registration import register as register_run
 
     d = Path(run_dir)
     missing = [s for s in STAGES[:-1] if not (d / s).is_dir()]
     if missing:
         raise FileNotFoundError(f"{d} lacks the stage folders {missing}; run the earlier stages first")
     with run_lock(d), _own(out_dir or d / "register") as out:  # what it reads and logs stays as it is
-        return run(cfg, ingest_dir=d / "ingest", prepare_dir=d / "prepare", train_dir=d / "train",
+        return register_run(cfg, ingest_dir=d / "ingest", prepare_dir=d / "prepare", train_dir=d / "train",
                    export_dir=d / "export", eval_dir=d / "eval", out_dir=out)

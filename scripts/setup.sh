@@ -22,7 +22,7 @@ echo "setup: installing into $(pwd)/.venv (first time: a few minutes)"
 # The lock is the complete resolved set (pip freeze), so it installs without re-resolving.
 "${PIP[@]}" install -q --no-deps -r requirements.lock
 "${PIP[@]}" install -q --no-deps -e .
-.venv/bin/python -c 'import hammer_core._fastprep, hammer_core._fastbpe' 2>/dev/null \
-  && echo "setup: compiled prepare path built (hammer_core._fastprep, hammer_core._fastbpe)" \
+.venv/bin/python -c 'import hammer_core.data.compiled._fastprep, hammer_core.data.compiled._fastbpe' 2>/dev/null \
+  && echo "setup: compiled prepare path built (hammer_core.data.compiled._fastprep, hammer_core.data.compiled._fastbpe)" \
   || echo "setup: no C compiler? the prepare stage will use its pure-Python path (same bytes, slower)"
 echo "setup: done ($(.venv/bin/python -c 'import torch, prefect, mlflow, deepspeed; print(f"torch {torch.__version__}, prefect {prefect.__version__}, mlflow {mlflow.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null | tail -1))"

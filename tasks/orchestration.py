@@ -14,7 +14,7 @@
   (:mod:`tasks.retry`).
 
 :func:`data_task_runner` builds the Prefect task runner the ingest shards run on (the prepare
-task sends its blocks to the same kind of cluster itself, see ``hammer_core.prepare``)
+task sends its blocks to the same kind of cluster itself, see ``hammer_core.data.prepare``)
 (``task_runner: dask``: ``prefect_dask.DaskTaskRunner``, on ``dask_address`` or a local
 cluster of ``dask_workers`` processes).
 """

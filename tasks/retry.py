@@ -12,8 +12,8 @@ import urllib.error
 from typing import Any
 
 from hammer_core.config import ConfigError, PipelineConfig
-from hammer_core.distributed import TrainingError
-from hammer_core.formats import RowError
+from hammer_core.train.distributed import TrainingError
+from hammer_core.data.row_errors import RowError
 
 #: Failures that retrying cannot fix (checked first: a ConfigError is a ValueError, a missing
 #: input file an OSError).
@@ -53,7 +53,7 @@ def is_transient(exc: BaseException) -> bool:
             return False
         if isinstance(cur, (ConnectionError, TimeoutError, OSError)):
             return True
-        if type(cur).__name__ == "RegistryUnavailable":  # hammer_core.registry: server down (transient)
+        if type(cur).__name__ == "RegistryUnavailable":  # hammer_core.mlflow_store: server down (transient)
             return bool(getattr(cur, "transient", True))  # or a local store that cannot be written (not)
         cur = cur.__cause__ or cur.__context__
     return False

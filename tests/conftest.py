@@ -27,6 +27,17 @@ FAST = [
 ]
 
 
+def prepare_examples(cfg, examples, out_dir, **kwargs):
+    """The prepare stage as :func:`hammer_core.stages.prepare` runs it: with the config's
+    tokenizer (none with ``tokenize=False``)."""
+    from hammer_core.data.prepare import prepare
+    from hammer_core.model.base import load_tokenizer
+
+    if kwargs.get("tokenize", True):
+        kwargs.setdefault("tokenizer", load_tokenizer(cfg.model))
+    return prepare(cfg, examples, out_dir, **kwargs)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_homes(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect_home")

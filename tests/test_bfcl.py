@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from hammer_core import bfcl
-from hammer_core.bfcl import Entry, check_calls, check_entry
+from hammer_core.evaluation import bfcl
+from hammer_core.evaluation.bfcl import Entry, check_calls, check_entry
 
 from .conftest import REPO
 

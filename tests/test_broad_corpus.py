@@ -1,4 +1,4 @@
-"""The broad benchmark corpus (hammer_core/broad_corpus.py): breadth, determinism, real ingest,
+"""The broad benchmark corpus (hammer_core/data/broad_corpus.py): breadth, determinism, real ingest,
 row-kind shares, query/argument consistency, the unseen-tool split, no BFCL name overlap."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hammer_core import broad_corpus as bc
-from hammer_core.ingest import SourceSpec, ingest
+from hammer_core.data import broad_corpus as bc
+from hammer_core.data.ingest import SourceSpec, ingest
 
 ROWS = 250  # per cluster: 1,000 rows in 8 files, about a second to write
 
@@ -35,6 +35,29 @@ def _files(out: Path, pattern: str = "*.jsonl") -> list[Path]:
 
 def _seen_files(out: Path) -> list[Path]:
     return [p for p in _files(out) if not p.name.endswith(".unseen.jsonl")]
+
+
+#: SHA-256 of every file the generator writes for 120 rows per cluster and seed 7, from the
+#: generator as it was when its tables were Python (before they moved to broad_corpus_tools.json):
+#: an edit of the tables or the samplers that changes the corpus shows here.
+PINNED = {
+    "everyday.jsonl": "0a6c3390d3819fe99f48317c40e6fb8b94f525512d10b41721c88bc20b5266d8",
+    "everyday.unseen.jsonl": "1f623e1b7eef97de680afd2ee1cb17c65de02034f2afc5475090ea9da2200ca4",
+    "leisure.jsonl": "2c9cef06361b83d6c88af604ff017662534bf20047319a2c472082098f99de7f",
+    "leisure.unseen.jsonl": "d48a1d7c8c6cfc73280a7657230456b808652f109cb1ea5d30b383b6604ff236",
+    "money.jsonl": "03322f87ee33e00311a82584bec757b2dffca6da826c998f820a43d1f5ae7ec4",
+    "money.unseen.jsonl": "235133dd8138580675a8fd0c90b5580859b1bf0f8a31a583e932d720acf48199",
+    "science.jsonl": "0becbce56f4b981b91465135b05454a006e857f02869f7e4cfa1c605e7af964f",
+    "science.unseen.jsonl": "c0016c585ecc81d06c8aa6d0cf1e16ef7f4b8fbc4f834e007800b3d0e3591459",
+    "tools.json": "a0fb394363d85057d01743583d5b2cfb19b384f566dd6bfb365cf633b325ed93",
+}
+
+
+def test_the_tables_as_data_write_the_same_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    _write(tmp_path, seed=7, rows=120)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.iterdir())} == PINNED
 
 
 def test_tool_set_is_broad() -> None:
@@ -184,7 +207,7 @@ def test_no_call_rows_offer_no_tool_for_the_question() -> None:
 
 
 def test_no_tool_name_is_a_bfcl_function_name() -> None:
-    from hammer_core import bfcl
+    from hammer_core.evaluation import bfcl
 
     try:
         entries = [e for c in ("simple_python", "multiple", "parallel", "parallel_multiple",

@@ -1,4 +1,4 @@
-"""Tests of CGC-LoRA (hammer_core.cgc_lora) on a tiny random-init Qwen2 model (CPU, no hub access).
+"""Tests of CGC-LoRA (hammer_core.model.cgc_lora) on a tiny random-init Qwen2 model (CPU, no hub access).
 
 Math under test: for a row of task t an adapted linear computes
     h = W0 x + (alpha / r) * sum_{i in common ∪ specific(t)} w_{t,i} B_i A_i x,
@@ -17,7 +17,7 @@ import torch
 import transformers
 from torch import nn
 
-from hammer_core.cgc_lora import (
+from hammer_core.model.cgc_lora import (
     CGCGate,
     CGCLoraConfig,
     CGCLoraLinear,

@@ -1,7 +1,7 @@
 """CGC-LoRA in its surroundings: ``transformers.Trainer``, half precision, the ablation baselines
 built from the pipeline config, and architectures other than Qwen2 (CPU, random init, no hub).
 
-Math under test (see hammer_core.cgc_lora): for a row of task t an adapted layer computes
+Math under test (see hammer_core.model.cgc_lora): for a row of task t an adapted layer computes
     h = W0 x + (alpha / r) * sum_{i in common ∪ specific(t)} w_{t,i} B_i A_i x,
 the baselines are the special cases with one admissible expert per task (weight 1), and every
 variant exports, per task, one standard PEFT LoRA that reproduces the model exactly.
@@ -20,7 +20,7 @@ import transformers
 from safetensors.torch import load_file
 from torch import nn
 
-from hammer_core.cgc_lora import (
+from hammer_core.model.cgc_lora import (
     CGCLoraConfig,
     CGCLoraLinear,
     CGCLoraModel,
@@ -32,7 +32,7 @@ from hammer_core.cgc_lora import (
     save_merged_task,
 )
 from hammer_core.config import ConfigError, load_config
-from hammer_core.training import adapter_config
+from hammer_core.train.trainer import adapter_config
 from tests.conftest import DEMO_CONFIG
 from tests.test_cgc_lora import TASKS, VOCAB, make_base, max_diff, perturb, random_ids
 
@@ -338,7 +338,7 @@ def _train_folder(path: Path, tasks: list[str]) -> Path:
 
 
 def test_export_refuses_task_labels_that_share_an_adapter_folder(tmp_path: Path) -> None:
-    from hammer_core.adapters import export_adapters
+    from hammer_core.model.export import export_adapters
 
     train = _train_folder(tmp_path / "clash", ["trip/eu", "trip eu"])
     with pytest.raises(ConfigError, match=r"'trip/eu' and 'trip eu' both become the folder name 'trip_eu'"):

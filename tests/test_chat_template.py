@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hammer_core.chat_template import exported_template, with_template
+from hammer_core.data.chat_template import exported_template, with_template
 from hammer_core.config import config_from_dict
-from hammer_core.ingest import SourceSpec, ingest
-from hammer_core.prepare import prepare
+from hammer_core.data.ingest import SourceSpec, ingest
+
+from .conftest import prepare_examples
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [("data/sample/travel.jsonl", "travel"), ("data/sample/finance.jsonl", "finance"),
@@ -28,7 +29,7 @@ def examples(tmp_path_factory):
 
 def tools_template_tokenizer(folder: Path) -> str:
     """The tiny tokenizer with a template that renders tools (like Qwen2.5's), saved: its folder."""
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
     tok = load_tiny_tokenizer()
@@ -67,12 +68,12 @@ def openai_turns(messages: list[dict]) -> list[dict]:
 def test_template_gives_the_prepared_prompt_ids_of_every_row(examples, tmp_path, prompt_format, kind):
     from transformers import AutoTokenizer
 
-    from hammer_core.modeling import load_tokenizer
+    from hammer_core.model.base import load_tokenizer
 
     cfg = config_from_dict({"seed": 3, "output_dir": str(tmp_path), "model": model_section(kind, tmp_path),
                             "prepare": {"max_length": 4096, "workers": 1, "copies": 2,
                                         "prompt_format": prompt_format}})
-    res = prepare(cfg, examples, tmp_path / "prepare")
+    res = prepare_examples(cfg, examples, tmp_path / "prepare")
     with_template(load_tokenizer(cfg.model), prompt_format).save_pretrained(tmp_path / "exported")
     tok = AutoTokenizer.from_pretrained(tmp_path / "exported")  # as a server loads it
     seen = {"masked": 0, "irrelevance": 0, "default": 0, "x-key": 0, "conversation": 0, "plain": 0}
@@ -106,9 +107,9 @@ def test_hammer_template_shows_tools_as_training_did_and_refuses_string_argument
     differently."""
     from jinja2.exceptions import TemplateError
 
-    from hammer_core.modeling import load_tiny_tokenizer
-    from hammer_core.prompts import render_prompt
-    from hammer_core.tokenization import prompt_text
+    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.data.prompts import render_prompt
+    from hammer_core.data.tokenization import prompt_text
 
     tok = load_tiny_tokenizer()
     spec = {"name": "get_weather", "description": "Weather.", "parameters": {"type": "object", "properties": {

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hammer_core import checkpoint as ckpt
-from hammer_core.training import train
+from hammer_core.train import checkpoint as ckpt
+from hammer_core.train.trainer import train
 
 from .test_training import (adapter_weights, history, make_tokens, max_abs_diff,  # noqa: F401
                             steady_workers, train_config)

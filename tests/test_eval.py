@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hammer_core import bfcl, evaluation, metrics, reports, robustness
-from hammer_core.evaluation import parse_calls, python_calls
+from hammer_core.evaluation import bfcl, generation, metrics, reports, robustness, scoring, stage
+from hammer_core.evaluation.parsing import parse_calls, python_calls
 from hammer_core.schema import dumps
 from flows.cli import main as cli
 
@@ -113,7 +113,7 @@ def test_python_calls_never_evaluates_code():
 def test_python_calls_refuses_repeated_powers_quickly():
     # each exponent is small, the result is not: 10**(64**5) would take hours to compute, and
     # a C-level power never lets a thread time out, so a subprocess is the wall-clock guard
-    code = ("from hammer_core.evaluation import python_calls\n"
+    code = ("from hammer_core.evaluation.parsing import python_calls\n"
             "print(python_calls('[f(a=((((10**64)**64)**64)**64)**64)]'),"
             " python_calls('f(a=(2**64)**63 * 3)') is not None, python_calls('f(a=(2**64)**64)'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -203,7 +203,7 @@ def test_score_reports_unparsable_text_as_no_call(tmp_path):
     preds = _write(tmp_path / "p.jsonl", [{"id": irr[0].id, "text": "No function fits."},
                                           {"id": irr[1].id, "calls": [{"name": "x", "arguments": {}}]},
                                           {"id": simple[0].id, "text": "I think you want the area."}])
-    report = evaluation.score_predictions("bfcl:irrelevance,simple_python", preds)
+    report = scoring.score_predictions("bfcl:irrelevance,simple_python", preds)
     v = {x["id"]: x for x in report["verdicts"]}
     assert v[irr[0].id]["valid"] and v[irr[0].id]["parse_failed"]
     assert v[irr[1].id]["rule"] == "irrelevance_error:decoder_success"
@@ -252,7 +252,7 @@ def test_every_output_style_gets_the_same_bfcl_verdicts(tmp_path):
 def test_bad_prediction_lines_are_named(tmp_path, line, message, capsys):
     preds = _write(tmp_path / "p.jsonl", [{"id": "simple_python_0", "calls": []}, line])
     with pytest.raises(ValueError, match=re.escape(message)):
-        evaluation.read_predictions(preds)
+        scoring.read_predictions(preds)
     assert cli(["eval", "score", "--dataset", "bfcl:simple", "--predictions", str(preds),
                 "--out", str(tmp_path / "r.json")]) == 2
     assert message in capsys.readouterr().err
@@ -271,7 +271,7 @@ def test_score_own_heldout_rows_with_hammer_metrics(tmp_path):
     preds = _write(tmp_path / "p.jsonl", [{"id": "r0", "calls": [{"name": "fx", "arguments": {"base": "eur"}}]},
                                           {"id": "r1", "text": '[{"name": "fx", "arguments": {"base": "JPY"}}]'},
                                           {"id": "r2", "text": "[]"}])
-    report = evaluation.score_predictions(str(tmp_path), preds, tmp_path / "r.json")
+    report = scoring.score_predictions(str(tmp_path), preds, tmp_path / "r.json")
     assert data.path.exists()
     v = {x["id"]: x for x in report["verdicts"]}
     assert v["r0"]["valid"]  # BFCL string normalization: case does not matter
@@ -288,7 +288,7 @@ def test_score_throughput_is_not_pathological(tmp_path):
     benchmarks/bench_score.py for the speed); here, every live_multiple prediction is scored."""
     entries = bfcl.load_category("live_multiple")
     preds = _write(tmp_path / "p.jsonl", [{"id": e.id, "calls": _answers(e)} for e in entries])
-    report = evaluation.score_predictions("bfcl:live_multiple", preds)
+    report = scoring.score_predictions("bfcl:live_multiple", preds)
     assert report["total"] == 1053 and report["accuracy"] > 0.95
 
 
@@ -322,7 +322,7 @@ def test_renaming_keeps_the_row_consistent(mode):
     assert calls == [{"name": tools[0]["name"], "arguments": dict(zip(props, ["Oslo", 2]))}]
     assert out["parent_id"] == "r1" and out["id"] == f"r1~rb-{mode}"
     # the renamed gold call is still the right answer under BFCL's rules
-    assert bfcl.check_entry(bfcl.entry_from_row(out), evaluation.as_bfcl(calls)).valid
+    assert bfcl.check_entry(bfcl.entry_from_row(out), scoring.as_bfcl(calls)).valid
 
 
 @pytest.mark.parametrize("mode", robustness.MODES)
@@ -382,12 +382,12 @@ def trained(tmp_path_factory):
 
     from hammer_core import stages
     from hammer_core.artifacts import atomic_write_json, write_table
-    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
+    from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
     from hammer_core.config import load_config
-    from hammer_core.irrelevance import strip_gold_tools
-    from hammer_core.modeling import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.data.irrelevance import strip_gold_tools
+    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
     from hammer_core.schema import examples_table
-    from hammer_core.tokenization import TOKENS_SCHEMA, tokenize_rows
+    from hammer_core.data.tokenization import TOKENS_SCHEMA, tokenize_rows
 
     root = tmp_path_factory.mktemp("evalrun")
     sample = REPO / "data" / "sample"
@@ -441,7 +441,7 @@ def test_eval_stage_writes_metrics_predictions_robustness_bfcl_and_report(traine
         parsed = parse_calls(p["output"])
         assert p["predicted"] == (None if parsed is None else dumps(parsed))
         r = rows[p["id"]]
-        exact, verdict = evaluation.judge(r["id"], r["tools"], r["calls"], r["messages"], parsed)
+        exact, verdict = scoring.judge(r["id"], r["tools"], r["calls"], r["messages"], parsed)
         assert (p["correct"], p["ast_correct"], p["ast_rule"]) == (exact, verdict.valid, verdict.rule or None)
 
     rb = pq.read_table(root / "eval" / "robustness.parquet").to_pylist()
@@ -465,8 +465,8 @@ def test_exported_adapters_generate_what_the_trained_model_generates(trained):
     _, root = trained
     toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()
     prompts, tasks = [t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks]
-    from_train = evaluation.Generator(root / "train")
-    from_export = evaluation.Generator(root / "export")
+    from_train = generation.Generator(root / "train")
+    from_export = generation.Generator(root / "export")
     assert (from_train.kind, from_export.kind) == ("cgc_lora", "peft") and from_train.tasks == from_export.tasks
     a = from_train.generate(prompts, tasks, max_new_tokens=6, batch_size=4, progress=False)
     b = from_export.generate(prompts, tasks, max_new_tokens=6, batch_size=4, progress=False)
@@ -484,7 +484,7 @@ def test_export_merged_writes_plain_models_that_match_the_adapters(trained, tmp_
     assert cli(["export", "--input", str(root / "train"), "--out", str(out), "--merged"]) == 0
     manifest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(manifest["merged"]) == set(manifest["tasks"])
-    peft_gen = evaluation.Generator(out)
+    peft_gen = generation.Generator(out)
     toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()[:2]
     for task, rel in manifest["merged"].items():
         model = AutoModelForCausalLM.from_pretrained(out / rel).eval()  # no PEFT, no CGC code
@@ -505,7 +505,7 @@ def test_every_exported_folder_renders_the_training_prompt_and_serving_lines_nam
     vLLM's smallest accepted --max-lora-rank above the adapters' rank (3 experts x 4 = 12 -> 16)."""
     from transformers import AutoTokenizer
 
-    from hammer_core.adapters import export_adapters
+    from hammer_core.model.export import export_adapters
 
     _, root = trained
     res = export_adapters(root / "train", tmp_path / "export", merged=True)
@@ -545,7 +545,7 @@ def chat_template_train(root: Path, train: Path):
     tokenizer's template renders tools (``<tool_call>`` blocks, as Qwen2.5 / Hermes). Returns it."""
     import shutil
 
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
 
@@ -560,8 +560,8 @@ def chat_template_train(root: Path, train: Path):
 
 
 def test_chat_template_format_export_keeps_the_tokenizers_template_and_picks_its_parser(trained, tmp_path):
-    from hammer_core.adapters import export_adapters
-    from hammer_core.tokenization import encode_chat_template
+    from hammer_core.model.export import export_adapters
+    from hammer_core.data.tokenization import encode_chat_template
 
     _, root = trained
     train = tmp_path / "train"
@@ -583,19 +583,19 @@ def test_bfcl_and_robustness_prompts_use_the_trained_prompt_format(trained, tmp_
     """prepare.prompt_format: chat_template -- BFCL and the robustness study prompt the model as prepare
     rendered its rows (the tokenizer's own tools template), not in Hammer's format."""
     from hammer_core.config import load_config
-    from hammer_core.tokenization import encode_chat_template, tokenize_rows
+    from hammer_core.data.tokenization import encode_chat_template, tokenize_rows
 
     cfg, root = trained
     tok = chat_template_train(root, tmp_path / "train")
     cfg = load_config(DEMO_CONFIG, [f"output_dir={root}", "prepare.max_length=2048", "prepare.prompt_format=chat_template",
                                     "eval.max_new_tokens=6", "eval.robustness_max_examples=2",
                                     "eval.bfcl_categories=[simple_python]", "eval.bfcl_max_examples=2"])
-    gen = evaluation.Generator(tmp_path / "train")
+    gen = generation.Generator(tmp_path / "train")
     entries = bfcl.load_category("simple_python")[:2]
     prepared = [list(memoryview(p).cast("i")) for p, _ in encode_chat_template(
         tok, [(e.messages, bfcl.prompt_functions(e), []) for e in entries])]
     assert [gen.prompt_ids(e.messages, bfcl.prompt_functions(e), "chat_template") for e in entries] == prepared
-    result, records = evaluation._bfcl(cfg, gen, progress=False)
+    result, records = stage._bfcl(cfg, gen, progress=False)
     want = gen.generate(prepared, [result["task"]] * 2, 6, 8, progress=False)
     hammer = gen.generate([gen.prompt_ids(e.messages, bfcl.prompt_functions(e)) for e in entries],
                           [result["task"]] * 2, 6, 8, progress=False)
@@ -603,7 +603,7 @@ def test_bfcl_and_robustness_prompts_use_the_trained_prompt_format(trained, tmp_
 
     rows = pq.read_table(root / "prepare" / "eval.parquet").to_pylist()[:2]
     base = [{"id": r["id"], "ast_correct": False} for r in rows]
-    _, rb = evaluation._robustness(cfg, gen, rows, base, progress=False)
+    _, rb = stage._robustness(cfg, gen, rows, base, progress=False)
     for mode in robustness.MODES:
         renamed = robustness.renamed_rows(rows, mode, cfg.seed)
         kept, _ = tokenize_rows(renamed, tok, 2048, "chat_template")
@@ -625,7 +625,7 @@ def test_bfcl_and_robustness_prompts_use_the_trained_prompt_format(trained, tmp_
 def test_vllm_rank_and_options_are_checked_on_real_adapter_configs(trained, tmp_path, edit, message):
     import shutil
 
-    from hammer_core.adapters import vllm_max_lora_rank
+    from hammer_core.model.export import vllm_max_lora_rank
     from hammer_core.config import ConfigError
 
     _, root = trained
@@ -646,11 +646,12 @@ def test_vllm_rank_and_options_are_checked_on_real_adapter_configs(trained, tmp_
 
 def test_export_refuses_a_cgc_lora_whose_rank_vllm_cannot_serve(trained, tmp_path):
     """(n_common + n_specific) * r_expert = 3 * 180 = 540 > 512: export stops, without a manifest."""
-    from hammer_core.adapters import MANIFEST, export_adapters
+    from hammer_core.model.export import export_adapters
+    from hammer_core.model.trained import EXPORT_MANIFEST
     from hammer_core.artifacts import atomic_write_json
-    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
+    from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
     from hammer_core.config import ConfigError
-    from hammer_core.modeling import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
 
     _, root = trained
     train = tmp_path / "train"
@@ -662,7 +663,7 @@ def test_export_refuses_a_cgc_lora_whose_rank_vllm_cannot_serve(trained, tmp_pat
     atomic_write_json(train / "train_summary.json", {"base_model": str(train / "base_model")})
     with pytest.raises(ConfigError, match=r"task 'travel': its rank 540 is above the largest --max-lora-rank"):
         export_adapters(train, tmp_path / "export")
-    assert not (tmp_path / "export" / MANIFEST).exists()
+    assert not (tmp_path / "export" / EXPORT_MANIFEST).exists()
 
 
 def test_legacy_eval_cli_form_still_works(trained, capsys):
@@ -684,7 +685,7 @@ def test_compare_two_registered_versions(tmp_path):
     from mlflow import MlflowClient
 
     from hammer_core.config import config_from_dict
-    from hammer_core.registry import compare_versions
+    from hammer_core.registry.promotion import compare_versions
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = config_from_dict({"registry": {"tracking_uri": uri, "model_name": "cmp"}})
@@ -733,15 +734,15 @@ def test_baseline_scores_the_zero_shot_base_on_the_same_rows(trained, tmp_path):
     tuned = pq.read_table(tmp_path / "predictions.parquet").to_pylist()
     assert [r["id"] for r in base] == [r["id"] for r in tuned]
     toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()[:5]
-    plain = evaluation.Generator(root / "train", zero_shot=True)
-    assert plain.kind == "base" and plain.tasks == evaluation.Generator(root / "train").tasks
+    plain = generation.Generator(root / "train", zero_shot=True)
+    assert plain.kind == "base" and plain.tasks == generation.Generator(root / "train").tasks
     expected = plain.generate([t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks],
                               max_new_tokens=6, batch_size=8, progress=False)
     assert [r["output"] for r in base] == expected != [r["output"] for r in tuned]  # the adapters change output
     assert res.metrics["base/exact_match"] == round(sum(r["correct"] for r in base) / 5, 6)
     assert res.metrics["base/eval_rows"] == 5 and "base/bfcl/irrelevance" in res.metrics
     assert len(pq.read_table(tmp_path / "base_bfcl_predictions.parquet")) == 2
-    from_export = evaluation.Generator(root / "export", zero_shot=True)  # the same base under the export
+    from_export = generation.Generator(root / "export", zero_shot=True)  # the same base under the export
     assert from_export.generate([t["input_ids"][: t["n_prompt"]] for t in toks], [t["task"] for t in toks],
                                 max_new_tokens=6, batch_size=8, progress=False) == expected
     assert "base (zero-shot)" in (tmp_path / "report.md").read_text()
@@ -754,7 +755,7 @@ def test_an_export_folder_renders_requests_as_the_training_prompt(trained):
     rows = {r["id"]: r for r in pq.read_table(root / "prepare" / "eval.parquet").to_pylist()}
     toks = pq.read_table(root / "prepare" / "eval_tokens.parquet").to_pylist()
     for model_dir in (root / "train", root / "export"):
-        gen = evaluation.Generator(model_dir)
+        gen = generation.Generator(model_dir)
         for t in toks:
             row = rows[t["id"]]
             assert gen.prompt_ids(row["messages"], json.loads(row["tools"])) == t["input_ids"][: t["n_prompt"]], \

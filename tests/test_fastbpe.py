@@ -1,4 +1,4 @@
-"""The compiled byte-level BPE encoder (hammer_core._fastbpe) against its oracle, Hugging Face
+"""The compiled byte-level BPE encoder (hammer_core.data.compiled._fastbpe) against its oracle, Hugging Face
 `tokenizers`: for every text it handles, the ids must equal
 ``backend.encode(text, add_special_tokens=False).ids``; everything else must be refused.
 
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from hammer_core import fastbpe
-from hammer_core.fastbpe import LLAMA3_PATTERN, QWEN2_PATTERN, ByteLevelBPE
+from hammer_core.data.compiled import fastbpe
+from hammer_core.data.compiled.fastbpe import LLAMA3_PATTERN, QWEN2_PATTERN, ByteLevelBPE
 
 pytestmark = pytest.mark.skipif(fastbpe._fastbpe is None, reason="the C extension is not built")
 
@@ -118,7 +118,7 @@ def train_split_tokenizer(pattern: str, ignore_merges: bool) -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
     return load_tiny_tokenizer()
 
 

@@ -1,4 +1,4 @@
-"""The compiled prepare kernel (hammer_core._fastprep) against its oracle, the Python path:
+"""The compiled prepare kernel (hammer_core.data.compiled._fastprep) against its oracle, the Python path:
 bit-exact randomness and hashes, the same eligibility, and byte-identical artifacts."""
 
 from __future__ import annotations
@@ -13,18 +13,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hammer_core.prepare as prep
-from hammer_core import fastprep
+import hammer_core.data.prepare.stage as prep
+from hammer_core.data.compiled import fastprep
 from hammer_core.artifacts import write_table
 from hammer_core.config import config_from_dict
-from hammer_core.formats.xlam import normalize_xlam
-from hammer_core.irrelevance import eligibility, synthesize_tools
-from hammer_core.masking import NameGenerator, mix64, row_keys, stable_key
-from hammer_core.modeling import load_tiny_tokenizer
+from hammer_core.data.formats.xlam import normalize_xlam
+from hammer_core.data.irrelevance import eligibility, synthesize_tools
+from hammer_core.data.masking import NameGenerator, mix64, row_keys, stable_key
+from hammer_core.model.base import load_tiny_tokenizer
 from hammer_core.schema import dumps, examples_table
-from hammer_core.tokenization import FragmentTokenizer
-from hammer_core.synth import synth_rows
-from hammer_core.validation import validate_example
+from hammer_core.data.tokenization import FragmentTokenizer
+from hammer_core.data.synth import synth_rows
+from hammer_core.data.validation import validate_example
+
+from .conftest import prepare_examples
 
 pytestmark = pytest.mark.skipif(fastprep._fastprep is None, reason="the C extension is not built")
 
@@ -105,7 +107,7 @@ def run_both(cfg, corpus, tmp_path, monkeypatch, tokenize=True):
     out = []
     for mode in ("0", "1"):
         monkeypatch.setenv("HAMMER_FASTPREP", mode)
-        res = prep.prepare(cfg, corpus[0], tmp_path / f"fast{mode}", tokenize=tokenize)
+        res = prepare_examples(cfg, corpus[0], tmp_path / f"fast{mode}", tokenize=tokenize)
         arts = (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)
         out.append(([a.content_hash if a is not None else None for a in arts], res.summary))
     return out
@@ -169,7 +171,7 @@ def test_the_kernel_tokenizes_its_ascii_misses_itself(corpus, tmp_path, monkeypa
     monkeypatch.setattr(FragmentTokenizer, "tokenize_chunks_flat", flat)
     monkeypatch.setattr(FragmentTokenizer, "_compiled", compiled)
     monkeypatch.setenv("HAMMER_FASTPREP", "1")
-    res = prep.prepare(config(tmp_path, copies=2), corpus[0], tmp_path / "out")
+    res = prepare_examples(config(tmp_path, copies=2), corpus[0], tmp_path / "out")
     assert res.summary["tokenization"] == "fragments" and res.summary["train"]["rows"] > 500
     # what reaches HF: non-ASCII text, or the chat template's special tokens
     assert to_hf and all(not t.isascii() or "<|im_" in t for t in to_hf), [t for t in to_hf if t.isascii()][:5]
@@ -261,7 +263,7 @@ def test_rows_over_the_budget_are_rejected_by_the_kernel_one_by_one(corpus, tmp_
     assert python[1]["rejected_too_long"] > 20 and python[1]["train"]["rows"] > 100
     monkeypatch.setenv("HAMMER_FASTPREP", "1")
     python_blocks.clear()
-    prep.prepare(cfg, corpus[0], tmp_path / "again")
+    prepare_examples(cfg, corpus[0], tmp_path / "again")
     assert python_blocks == []
 
 
@@ -281,14 +283,14 @@ def test_a_full_kernel_is_replaced_by_a_fresh_one_with_the_same_bytes(corpus, tm
 
 def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, tmp_path, monkeypatch):
     cfg = config(tmp_path, copies=1)
-    fast = prep.prepare(cfg, corpus[0], tmp_path / "fast", tokenize=False)
+    fast = prepare_examples(cfg, corpus[0], tmp_path / "fast", tokenize=False)
     monkeypatch.setattr(fastprep, "_fastprep", None)
     monkeypatch.setattr(fastprep, "_WARNED", False)
     with pytest.warns(RuntimeWarning, match="_fastprep is not available") as caught:
-        slow = prep.prepare(cfg, corpus[0], tmp_path / "slow", tokenize=False)
+        slow = prepare_examples(cfg, corpus[0], tmp_path / "slow", tokenize=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
-        prep.prepare(cfg, corpus[0], tmp_path / "slow2", tokenize=False)
+        prepare_examples(cfg, corpus[0], tmp_path / "slow2", tokenize=False)
     assert len([w for w in caught if "_fastprep" in str(w.message)]) == 1
     assert slow.train.content_hash == fast.train.content_hash
     assert slow.summary == fast.summary
@@ -301,8 +303,8 @@ def test_without_the_extension_prepare_runs_in_python_with_one_warning(corpus, t
 def _python_forms(text: str) -> tuple:
     """What the Python code makes of a tool text: (compact form, prompt form) as compile_tool
     returns them -- masking.CompiledTool.build and prompts._Shown with the compiled paths off."""
-    from hammer_core.masking import CompiledTool
-    from hammer_core.prompts import _Shown
+    from hammer_core.data.masking import CompiledTool
+    from hammer_core.data.prompts import _Shown
     from hammer_core.schema import parse_json
 
     before = os.environ.get("HAMMER_FASTPREP")

@@ -19,15 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hammer_core import ingest as ingest_module
+from hammer_core.data import readers
 from hammer_core.artifacts import ArtifactWriter, sha256_file, write_table
 from hammer_core.config import SourceConfig
-from hammer_core.formats import FORMATS, REASONS, RowError, detect_format
-from hammer_core.formats.glaive import parse_functioncall, split_system
-from hammer_core.ingest import DEFAULT_MAX_ROW_BYTES, SourceError, SourceSpec, ingest, read_records
+from hammer_core.data.formats import FORMATS, REASONS, RowError, detect_format
+from hammer_core.data.formats.glaive import parse_functioncall, split_system
+from hammer_core.data.ingest import SourceSpec, ingest
+from hammer_core.data.readers import DEFAULT_MAX_ROW_BYTES, SourceError, read_records
 from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps, parse_json
-from hammer_core.synth import synth_rows, write_synth
-from hammer_core.validation import fits_type, validate_example
+from hammer_core.data.synth import synth_rows, write_synth
+from hammer_core.data.validation import fits_type, validate_example
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -467,7 +468,7 @@ def test_json_array_streams_across_chunk_boundaries(tmp_path: Path,
     body = json.dumps(records, ensure_ascii=False, indent=1).encode()
     bad = b'{"id": 99, "text": "\xff\xfe"}'  # invalid UTF-8 in one element only
     path.write_bytes(body[:-1] + b",\n" + bad + b",\n 7\n]\n")
-    monkeypatch.setattr(ingest_module, "_CHUNK", 7)  # elements, numbers and ☃ straddle chunks
+    monkeypatch.setattr(readers, "_CHUNK", 7)  # elements, numbers and ☃ straddle chunks
     got = list(read_records(path))
     assert [v for _, v in got[:40]] == records
     assert isinstance(got[40][1], RowError) and got[40][1].reason == "invalid_utf8"

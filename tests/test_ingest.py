@@ -17,12 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hammer_core.artifacts import open_artifact
-from hammer_core.formats import FORMATS, REASONS, RowError, detect_format
-from hammer_core.formats.xlam import normalize_xlam, python_type_to_schema
-from hammer_core.ingest import SourceError, SourceSpec, ingest, read_records
-from hammer_core.sample_data import BAD_ROWS, generate_sample
+from hammer_core.data.formats import FORMATS, REASONS, RowError, detect_format
+from hammer_core.data.formats.xlam import normalize_xlam, python_type_to_schema
+from hammer_core.data.ingest import SourceSpec, ingest
+from hammer_core.data.readers import SourceError, read_records
+from hammer_core.data.sample_data import BAD_ROWS, generate_sample
 from hammer_core.schema import EXAMPLE_SCHEMA, REJECT_SCHEMA, dumps
-from hammer_core.validation import MAX_DEPTH, validate_example
+from hammer_core.data.validation import MAX_DEPTH, validate_example
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -149,7 +150,7 @@ def test_sample_matches_generator(tmp_path: Path) -> None:
     for path in generate_sample(tmp_path, seed=0):
         assert path.read_bytes() == (SAMPLE / path.name).read_bytes(), (
             f"{path.name} drifted from the generator: rerun "
-            "`python -m hammer_core.sample_data data/sample` and update the README counts")
+            "`python -m hammer_core.data.sample_data data/sample` and update the README counts")
 
 
 def test_sample_has_defaults_and_parallel_calls() -> None:
@@ -522,8 +523,8 @@ def test_normalize_xlam_only_raises_row_error(query: Any, tools: Any, answers: A
 
 
 def test_import_order_independent() -> None:
-    for first in ("hammer_core.validation", "hammer_core.formats.xlam", "hammer_core.ingest"):
-        subprocess.run([sys.executable, "-c", f"import {first}; import hammer_core.formats"],
+    for first in ("hammer_core.data.validation", "hammer_core.data.formats.xlam", "hammer_core.data.ingest"):
+        subprocess.run([sys.executable, "-c", f"import {first}; import hammer_core.data.formats"],
                        check=True, cwd=REPO)
 
 

@@ -189,7 +189,8 @@ def test_concurrent_pipeline_runs_on_one_folder_never_mislabel_a_version(tmp_pat
     from mlflow import MlflowClient
 
     from hammer_core.config import load_config
-    from hammer_core.registry import tree_hash, use_tracking_uri
+    from hammer_core.mlflow_store import use_tracking_uri
+    from hammer_core.registry.registration import tree_hash
 
     run_dir, store = tmp_path / "run", tmp_path / "mlflow"
     sets = [a for o in FAST + [f"output_dir={run_dir}", f"registry.local_dir={store}"] for a in ("--set", o)]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hammer_core.config import ModelConfig
-from hammer_core.modeling import ModelLoadError, load_base_model, load_tokenizer
-from hammer_core.prompts import render_target
-from hammer_core.tokenization import prompt_text, tokenize_rows
+from hammer_core.model.base import ModelLoadError, load_base_model, load_tokenizer
+from hammer_core.data.prompts import render_target
+from hammer_core.data.tokenization import prompt_text, tokenize_rows
 
 
 def test_tiny_preset_is_a_seeded_qwen2_with_the_shipped_tokenizer():

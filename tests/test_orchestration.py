@@ -17,9 +17,9 @@ import yaml
 from flows.cli import main as cli
 from hammer_core import caching
 from hammer_core.config import ConfigError, load_config
-from hammer_core.distributed import TrainingError
-from hammer_core.formats import RowError
-from hammer_core.ingest import SourceSpec, ingest, ingest_shard, merge_shards
+from hammer_core.train.distributed import TrainingError
+from hammer_core.data.formats import RowError
+from hammer_core.data.ingest import SourceSpec, ingest, ingest_shard, merge_shards
 
 from .conftest import DEMO_CONFIG, REPO, free_port
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hammer_core.artifacts import open_artifact, sha256_file
-from hammer_core.registry import use_tracking_uri
+from hammer_core.mlflow_store import use_tracking_uri
 from hammer_core.schema import EXAMPLE_SCHEMA
 
 from .conftest import DEMO_CONFIG, REPO

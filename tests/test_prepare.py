@@ -12,15 +12,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import hammer_core.prepare as prep
+import hammer_core.data.prepare.stage as prep
 from hammer_core.artifacts import write_table
 from hammer_core.config import ConfigError, config_from_dict
-from hammer_core.formats.xlam import normalize_xlam
-from hammer_core.prepare import load_prepared, prepare
+from hammer_core.data.formats.xlam import normalize_xlam
+from hammer_core.data.prepare import load_prepared
 from hammer_core.schema import EXAMPLE_SCHEMA, examples_table
-from hammer_core.synth import synth_rows
-from hammer_core.tokenization import TOKENS_SCHEMA, tokenize_rows
-from hammer_core.validation import validate_example
+from hammer_core.data.synth import synth_rows
+from hammer_core.data.tokenization import TOKENS_SCHEMA, tokenize_rows
+from hammer_core.data.validation import validate_example
+
+from .conftest import prepare_examples
 
 ROWS = 360
 
@@ -43,7 +45,7 @@ def config(tmp_path: Path, **prepare) -> object:
 @pytest.fixture(scope="module")
 def prepared(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
-    return prepare(config(out), corpus[0], out / "prepare"), corpus[1]
+    return prepare_examples(config(out), corpus[0], out / "prepare"), corpus[1]
 
 
 def test_every_output_row_is_valid_and_tokens_match_the_rows(prepared):
@@ -62,7 +64,7 @@ def test_every_output_row_is_valid_and_tokens_match_the_rows(prepared):
             root = r["parent_id"] or r["id"]
             assert root in by_id  # lineage: every row traces back to an ingested row
         # the cached-fragment tokens are exactly the whole-text tokenization of each row
-        from hammer_core.modeling import load_tiny_tokenizer
+        from hammer_core.model.base import load_tiny_tokenizer
         ref, too_long = tokenize_rows(rows, load_tiny_tokenizer(), 4096)
         assert not too_long
         assert toks.column("input_ids").to_pylist() == [x["input_ids"] for x in ref]
@@ -117,7 +119,7 @@ def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
         if own_pool:
             monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", pool)
         reads.clear()
-        res = prepare(config(tmp_path, workers=workers), corpus[0], tmp_path / f"run{run}")
+        res = prepare_examples(config(tmp_path, workers=workers), corpus[0], tmp_path / f"run{run}")
         assert len(reads) == n_reads
         assert pa.default_memory_pool().backend_name == pool  # the stage put the default back
         hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens, res.rejects)])
@@ -127,7 +129,7 @@ def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
     assert all(h == hashes[0] for h in hashes)
     cfg = config(tmp_path)
     reseeded = config_from_dict({**cfg.model_dump(), "seed": 4})
-    res = prepare(reseeded, corpus[0], tmp_path / "reseeded")
+    res = prepare_examples(reseeded, corpus[0], tmp_path / "reseeded")
     assert res.train.content_hash != hashes[0][0]
 
 
@@ -145,10 +147,10 @@ def test_the_stage_allocates_from_malloc_unless_a_pool_was_chosen(monkeypatch):
 def test_blocks_on_a_dask_cluster_give_the_same_bytes(corpus, tmp_path, monkeypatch):
     pytest.importorskip("distributed")  # in the lock (prefect-dask); optional for a bare install
     monkeypatch.setattr(prep, "BLOCK_ROWS", 64)  # several blocks spread over the two workers
-    local = prepare(config(tmp_path, workers=1), corpus[0], tmp_path / "local")
+    local = prepare_examples(config(tmp_path, workers=1), corpus[0], tmp_path / "local")
     cfg = config_from_dict({**config(tmp_path).model_dump(), "orchestration": {"task_runner": "dask",
                                                                                "dask_workers": 2}})
-    on_dask = prepare(cfg, corpus[0], tmp_path / "dask", dask=True)
+    on_dask = prepare_examples(cfg, corpus[0], tmp_path / "dask", dask=True)
     for a, b in zip((local.train, local.eval, local.train_tokens, local.eval_tokens, local.rejects),
                     (on_dask.train, on_dask.eval, on_dask.train_tokens, on_dask.eval_tokens, on_dask.rejects)):
         assert a.content_hash == b.content_hash, a.path.name
@@ -156,17 +158,17 @@ def test_blocks_on_a_dask_cluster_give_the_same_bytes(corpus, tmp_path, monkeypa
 
 
 def test_length_policy_rejects_or_trims_but_never_cuts_an_answer(corpus, tmp_path):
-    lengths = np.array([len(r) for r in prep.prepare(config(tmp_path, copies=1, hard_negative_ratio=0),
+    lengths = np.array([len(r) for r in prepare_examples(config(tmp_path, copies=1, hard_negative_ratio=0),
                                                      corpus[0], tmp_path / "full").train_tokens.read()
                         .column("input_ids").to_pylist()])
     limit = int(np.percentile(lengths, 60))
-    rejected = prepare(config(tmp_path, copies=1, max_length=limit, hard_negative_ratio=0), corpus[0], tmp_path / "rej")
+    rejected = prepare_examples(config(tmp_path, copies=1, max_length=limit, hard_negative_ratio=0), corpus[0], tmp_path / "rej")
     rej = rejected.rejects.read().to_pylist()
     assert rej and all(r["reason"] == "too_long" and f"max_length {limit}" in r["detail"] for r in rej)
     assert rejected.summary["rejected_too_long"] == len(rej)
     assert max(len(x) for x in rejected.train_tokens.read().column("input_ids").to_pylist()) <= limit
 
-    trimmed = prepare(config(tmp_path, copies=1, max_length=limit, hard_negative_ratio=0,
+    trimmed = prepare_examples(config(tmp_path, copies=1, max_length=limit, hard_negative_ratio=0,
                              length_policy="truncate_tools"), corpus[0], tmp_path / "trim")
     rows = trimmed.train.read().to_pylist()
     toks = trimmed.train_tokens.read().column("input_ids").to_pylist()
@@ -181,7 +183,7 @@ def test_length_policy_rejects_or_trims_but_never_cuts_an_answer(corpus, tmp_pat
 
 
 def test_render_only_and_chat_template_format(corpus, tmp_path, tiny_tokenizer_dir):
-    dry = prepare(config(tmp_path, copies=1), corpus[0], tmp_path / "dry", tokenize=False)
+    dry = prepare_examples(config(tmp_path, copies=1), corpus[0], tmp_path / "dry", tokenize=False)
     assert dry.train_tokens is None and dry.summary["tokenization"] == "none"
     assert not (tmp_path / "dry" / "train_tokens.parquet").exists()
 
@@ -189,7 +191,7 @@ def test_render_only_and_chat_template_format(corpus, tmp_path, tiny_tokenizer_d
                             "model": {"name_or_path": "hammer-tiny-qwen2", "tokenizer": str(tiny_tokenizer_dir)}})
     cfg = config_from_dict({**cfg.model_dump(),
                             "prepare": {**cfg.prepare.model_dump(), "prompt_format": "chat_template"}})
-    res = prepare(cfg, corpus[0], tmp_path / "chat")
+    res = prepare_examples(cfg, corpus[0], tmp_path / "chat")
     assert res.summary["tokenization"] == "chat_template"
     row = res.train_tokens.read().slice(0, 1).to_pylist()[0]
     from transformers import AutoTokenizer
@@ -200,8 +202,8 @@ def test_render_only_and_chat_template_format(corpus, tmp_path, tiny_tokenizer_d
 
 def test_lz4_compression_writes_the_same_rows(corpus, tmp_path):
     """prepare.compression: lz4 changes the files' codec (and bytes), never the rows."""
-    zstd = prepare(config(tmp_path, copies=1), corpus[0], tmp_path / "zstd")
-    lz4 = prepare(config(tmp_path, copies=1, compression="lz4"), corpus[0], tmp_path / "lz4")
+    zstd = prepare_examples(config(tmp_path, copies=1), corpus[0], tmp_path / "zstd")
+    lz4 = prepare_examples(config(tmp_path, copies=1, compression="lz4"), corpus[0], tmp_path / "lz4")
     for name in ("train", "eval", "train_tokens", "eval_tokens"):
         a, b = getattr(zstd, name), getattr(lz4, name)
         assert a.read().equals(b.read()) and a.content_hash != b.content_hash
@@ -217,7 +219,7 @@ def test_lz4_compression_writes_the_same_rows(corpus, tmp_path):
 @pytest.fixture
 def tiny_tokenizer_dir(tmp_path):
     """The shipped tokenizer with a chat template that renders tools (like Qwen2.5's)."""
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
     tok = deepcopy(load_tiny_tokenizer())
@@ -237,7 +239,7 @@ def test_config_checks_the_recipe():
 def test_blocks_are_read_ahead_in_order_errors_reraised_and_the_reader_stops_when_closed():
     import threading
 
-    from hammer_core.prepare import _prefetched
+    from hammer_core.data.prepare.stage import _prefetched
 
     def items(fail_at=None):
         for i in range(10):
@@ -293,7 +295,7 @@ def test_same_bytes_whatever_the_row_groups_of_the_input(corpus, tmp_path, monke
                 w.write_table(table.slice(a, group))
             examples = w.finish()
         assert pq.ParquetFile(examples.path).metadata.num_row_groups == -(-ROWS // group)
-        res = prepare(config(tmp_path, workers=1), examples, tmp_path / f"out{k}")
+        res = prepare_examples(config(tmp_path, workers=1), examples, tmp_path / f"out{k}")
         hashes.append([a.content_hash for a in (res.train, res.eval, res.train_tokens, res.eval_tokens)])
     assert hashes[0] == hashes[1] == hashes[2]
 
@@ -310,13 +312,13 @@ def test_deferred_emits_give_the_same_bytes_surface_their_errors_and_stop(corpus
     submitted = []
     real_submit = prep.Engine._submit
     monkeypatch.setattr(prep.Engine, "_submit", lambda self, emit: submitted.append(1) or real_submit(self, emit))
-    deferred = prepare(config(tmp_path), corpus[0], tmp_path / "deferred", tokenize=tokenize)
+    deferred = prepare_examples(config(tmp_path), corpus[0], tmp_path / "deferred", tokenize=tokenize)
     assert len(submitted) > 10  # every block's splits, pass 1 and pass 2
 
     in_place = tmp_path / "in_place"
     with monkeypatch.context() as m:
         m.setattr(prep.Engine, "defer", property(lambda self: False, lambda self, value: None), raising=False)
-        direct = prepare(config(tmp_path), corpus[0], in_place, tokenize=tokenize)
+        direct = prepare_examples(config(tmp_path), corpus[0], in_place, tokenize=tokenize)
     arts = ("train", "eval", "train_tokens", "eval_tokens", "rejects")
     assert [getattr(deferred, a) and getattr(deferred, a).content_hash for a in arts] == \
         [getattr(direct, a) and getattr(direct, a).content_hash for a in arts]
@@ -332,6 +334,6 @@ def test_deferred_emits_give_the_same_bytes_surface_their_errors_and_stop(corpus
 
     monkeypatch.setattr(prep.Engine, "_fast_output", failing)
     with pytest.raises(RuntimeError, match="emit went wrong"):
-        prepare(config(tmp_path), corpus[0], tmp_path / "failed", tokenize=tokenize)
+        prepare_examples(config(tmp_path), corpus[0], tmp_path / "failed", tokenize=tokenize)
     assert not list((tmp_path / "failed").glob("*.parquet"))
     assert not any(t.name.startswith("hammer-prepare-emit") for t in threading.enumerate())

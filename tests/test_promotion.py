@@ -1,4 +1,4 @@
-"""The champion gate (hammer_core.registry.promote) on a real MLflow sqlite store.
+"""The champion gate (hammer_core.registry.promotion.promote) on a real MLflow sqlite store.
 
 Versions are registered from plain MLflow runs that carry ``eval/*`` metrics (what the
 register stage logs), so every gate decision is exercised without a pipeline run; the gate
@@ -11,7 +11,8 @@ import itertools
 import pytest
 
 from hammer_core.config import PipelineConfig
-from hammer_core.registry import CHAMPION, DECISION_TAG, REASON_TAG, promote, resolve_tracking_uri
+from hammer_core.mlflow_store import resolve_tracking_uri
+from hammer_core.registry.promotion import CHAMPION, DECISION_TAG, REASON_TAG, promote
 
 _names = itertools.count()
 

@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hammer_core.irrelevance import (HARD_NEGATIVE, MAX_SIMILARITY, MIN_SIMILARITY, ToolPool, count_for_ratio,
+from hammer_core.data.irrelevance import (HARD_NEGATIVE, MAX_SIMILARITY, MIN_SIMILARITY, ToolPool, count_for_ratio,
                                      eligibility, plan_counts, rank_order, strip_gold_tools, synthesize_irrelevance)
-from hammer_core.masking import (ALNUM, ALPHABET, FN_LENGTHS, PARAM_LENGTHS, Masker, NameGenerator, ToolCache,
+from hammer_core.data.masking import (ALNUM, ALPHABET, FN_LENGTHS, PARAM_LENGTHS, Masker, NameGenerator, ToolCache,
                                  apply_view, mask_row, mask_row_view, mask_rows, parse_json, replace_word)
-from hammer_core.prompts import (FORMAT_INSTRUCTION, TASK_INSTRUCTION, prompt_fragments, render_prompt,
+from hammer_core.data.prompts import (FORMAT_INSTRUCTION, TASK_INSTRUCTION, prompt_fragments, render_prompt,
                                  render_target, target_fragments, tools_for_prompt)
 from hammer_core.schema import dumps
-from hammer_core.tokenization import length_buckets, pack, padding_ratio
-from hammer_core.validation import validate_example
+from hammer_core.data.tokenization import length_buckets, pack, padding_ratio
+from hammer_core.data.validation import validate_example
 
 
 def tool(name: str, params: dict[str, dict], desc: str | None = None) -> dict:
@@ -436,12 +436,12 @@ def test_tool_prompt_text_is_hammers_with_escapes_and_private_use_characters(des
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer():
-    from hammer_core.modeling import load_tiny_tokenizer
+    from hammer_core.model.base import load_tiny_tokenizer
     return load_tiny_tokenizer()
 
 
 def test_fragment_tokenizer_is_exact_for_the_shipped_tokenizer(tiny_tokenizer):
-    from hammer_core.tokenization import FragmentTokenizer, tokenize_rows
+    from hammer_core.data.tokenization import FragmentTokenizer, tokenize_rows
 
     frag = FragmentTokenizer(tiny_tokenizer)
     assert frag.fast  # the probes passed: fragments are used
@@ -483,7 +483,7 @@ QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| 
 def test_fragment_tokenizer_is_exact_for_a_qwen2_style_pretokenizer_or_falls_back():
     from tokenizers import Regex, normalizers, pre_tokenizers
 
-    from hammer_core.tokenization import FragmentTokenizer, tokenize_rows
+    from hammer_core.data.tokenization import FragmentTokenizer, tokenize_rows
 
     texts = [render_prompt(weather_row()["messages"], [WEATHER, FLIGHTS]), "Zürich 2019 metric units?"] * 3
     qwen = _bpe_tokenizer(pre_tokenizers.Sequence([
@@ -513,7 +513,7 @@ TOOLS_TEMPLATE = (
 def test_chat_template_format_renders_tools_and_calls_natively(tiny_tokenizer):
     from copy import deepcopy
 
-    from hammer_core.tokenization import NO_CALL_REPLY, check_chat_template_tools, encode_chat_template
+    from hammer_core.data.tokenization import NO_CALL_REPLY, check_chat_template_tools, encode_chat_template
 
     with pytest.raises(ValueError, match="does not render tools"):
         check_chat_template_tools(tiny_tokenizer)
@@ -531,7 +531,7 @@ def test_chat_template_format_renders_tools_and_calls_natively(tiny_tokenizer):
     assert tok.decode(np.frombuffer(t0, dtype="<i4").tolist()).startswith(NO_CALL_REPLY)
     assert np.frombuffer(t, dtype="<i4")[-1] == tok.eos_token_id
     # serving renders the prompt a model was trained on: the same ids for the same request
-    from hammer_core.tokenization import prompt_text
+    from hammer_core.data.tokenization import prompt_text
     served = prompt_text(tok, msgs, [WEATHER], "chat_template")
     assert tok(served, add_special_tokens=False)["input_ids"] == np.frombuffer(p, dtype="<i4").tolist()
     assert "[BEGIN OF TASK INSTRUCTION]" in prompt_text(tok, msgs, [WEATHER])  # Hammer's prompt by default

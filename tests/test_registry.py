@@ -12,8 +12,9 @@ import pytest
 
 from hammer_core import stages
 from hammer_core.config import PipelineConfig, load_config
-from hammer_core.registry import (CANDIDATE, CHAMPION, DECISION_TAG, LINEAGE_KEY, RegistryUnavailable,
-                                  compare_versions, preflight, promote, register, use_tracking_uri)
+from hammer_core.mlflow_store import RegistryUnavailable, preflight, use_tracking_uri
+from hammer_core.registry.promotion import CANDIDATE, CHAMPION, DECISION_TAG, compare_versions, promote
+from hammer_core.registry.registration import LINEAGE_KEY, register
 
 from .conftest import DEMO_CONFIG, free_port, loopback_server
 

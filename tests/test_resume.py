@@ -16,10 +16,10 @@ import psutil
 import pytest
 import yaml
 
-from hammer_core import checkpoint as ckpt
+from hammer_core.train import checkpoint as ckpt
 from hammer_core.artifacts import open_artifact
 from hammer_core.config import load_config
-from hammer_core.training import train
+from hammer_core.train.trainer import train
 
 from .conftest import REPO
 from .test_training import (adapter_weights, history, make_tokens, max_abs_diff,  # noqa: F401

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hammer_core.sampling import (BatchStream, Position, SamplingSpec, epoch_plan, rank_slice, task_probabilities,
+from hammer_core.train.sampling import (BatchStream, Position, SamplingSpec, epoch_plan, rank_slice, task_probabilities,
                                   task_quotas)
 
 

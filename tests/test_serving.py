@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from hammer_core.evaluation import parse_calls
-from hammer_core.registry import use_tracking_uri
-from hammer_core.serving import Answer, chat_completion
+from hammer_core.evaluation.parsing import parse_calls
+from hammer_core.mlflow_store import use_tracking_uri
+from hammer_core.registry.serving import Answer, chat_completion
 
 from .conftest import free_port, loopback_server
 
@@ -185,7 +185,7 @@ def test_downloaded_adapters_load_with_plain_peft_on_the_referenced_base(registe
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from hammer_core.modeling import build_tiny_model
+    from hammer_core.model.base import build_tiny_model
 
     with use_tracking_uri(registered["tracking_uri"]):
         local = Path(mlflow.artifacts.download_artifacts("models:/hammer-fc@champion", dst_path=str(tmp_path)))

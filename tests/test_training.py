@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hammer_core import checkpoint as ckpt
+from hammer_core.train import checkpoint as ckpt
 from hammer_core.artifacts import Artifact, write_table
 from hammer_core.config import ConfigError, config_from_dict, load_config
-from hammer_core.training import TokenRows, answer_loss_sums, collate, token_loss_sums
+from hammer_core.train.trainer import TokenRows, answer_loss_sums, collate, token_loss_sums
 
 from .conftest import DEMO_CONFIG
 
@@ -91,8 +91,8 @@ def test_collate_masks_prompt_and_padding_and_counts_answer_tokens(tmp_path):
 def test_answer_only_logits_give_the_full_logits_loss_and_gradient(tmp_path):
     """The train step computes logits from the batch's first answer position on: the same
     per-row losses, token counts and adapter gradients as logits over every position."""
-    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora
-    from hammer_core.modeling import build_tiny_model
+    from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora
+    from hammer_core.model.base import build_tiny_model
 
     data = TokenRows.read(make_tokens(tmp_path / "t.parquet", n=8).path)
     torch.manual_seed(0)
@@ -122,8 +122,8 @@ def test_answer_only_logits_give_the_full_logits_loss_and_gradient(tmp_path):
 def test_global_token_normalization_makes_shards_add_up_to_the_whole_batch(tmp_path):
     """The data-parallel identity: per-shard losses normalized by the global answer-token count
     sum to the whole batch's loss, so their gradients add up to the whole batch's gradient."""
-    from hammer_core.cgc_lora import CGCLoraConfig, inject_cgc_lora
-    from hammer_core.modeling import build_tiny_model
+    from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora
+    from hammer_core.model.base import build_tiny_model
 
     data = TokenRows.read(make_tokens(tmp_path / "t.parquet", n=8).path)
     torch.manual_seed(0)
@@ -207,12 +207,12 @@ def test_train_config_validates_distributed_settings():
 
 
 def test_launcher_commands_and_deepspeed_config():
-    from hammer_core.distributed import deepspeed_config, launcher_command
+    from hammer_core.train.distributed import deepspeed_config, launcher_command
 
     t = config_from_dict({"train": {"nproc": 2, "batch_size": 3, "grad_accum": 2}}).train
     cmd = launcher_command(t, Path("/x/job.json"))
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in cmd
-    assert cmd[cmd.index("--nproc-per-node") + 1] == "2" and cmd[-4:] == ["-m", "hammer_core.train_worker",
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "2" and cmd[-4:] == ["-m", "hammer_core.train.worker",
                                                                           "--job", "/x/job.json"]
     multi = config_from_dict({"train": {"nnodes": 2, "rdzv_endpoint": "node0:29400"}}).train
     assert "node0:29400" in launcher_command(multi, Path("/x/job.json"))
@@ -230,8 +230,8 @@ def test_launcher_commands_and_deepspeed_config():
 def test_tracker_logs_inputs_and_reattaches_to_its_run(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from hammer_core.registry import _training_run
-    from hammer_core.tracking import POINTER_NAME, Tracker, config_params
+    from hammer_core.registry.registration import _training_run
+    from hammer_core.train.tracking import POINTER_NAME, Tracker, config_params
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # unset (resolves to the local store) and restored after
     cfg = train_config(tmp_path)
@@ -274,8 +274,8 @@ def test_tracker_logs_inputs_and_reattaches_to_its_run(tmp_path, monkeypatch):
 def test_launched_training_writes_outputs_tracks_and_reruns_as_a_resume(tmp_path, steady_workers):
     from mlflow import MlflowClient
 
-    from hammer_core.evaluation import load_trained
-    from hammer_core.training import train
+    from hammer_core.model.trained import load_trained
+    from hammer_core.train.trainer import train
 
     tokens = make_tokens(tmp_path / "prep" / "train_tokens.parquet")
     cfg = train_config(tmp_path, keep_checkpoints=1, deepspeed={"zero_stage": 1})
@@ -317,8 +317,8 @@ def test_launched_training_writes_outputs_tracks_and_reruns_as_a_resume(tmp_path
 
 @pytest.mark.slow
 def test_a_failing_worker_is_reported_with_its_error(tmp_path, steady_workers):
-    from hammer_core.distributed import TrainingError
-    from hammer_core.training import train
+    from hammer_core.train.distributed import TrainingError
+    from hammer_core.train.trainer import train
 
     tokens = make_tokens(tmp_path / "prep" / "train_tokens.parquet", n=8)
     cfg = train_config(tmp_path, max_steps=2, track=False)
@@ -335,7 +335,7 @@ def test_a_failing_worker_is_reported_with_its_error(tmp_path, steady_workers):
 def test_the_multitask_lora_baseline_trains_through_the_launcher(tmp_path, steady_workers):
     """adapter.variant multitask_lora (one expert: its gate is constant and frozen) trains like
     CGC-LoRA does; the ablation arm of benchmarks/bench_quality.py runs exactly this."""
-    from hammer_core.training import train
+    from hammer_core.train.trainer import train
 
     tokens = make_tokens(tmp_path / "prep" / "train_tokens.parquet", n=12)
     cfg = config_from_dict({**train_config(tmp_path, max_steps=2, checkpoint_every=0, track=False).model_dump(),
@@ -344,6 +344,6 @@ def test_the_multitask_lora_baseline_trains_through_the_launcher(tmp_path, stead
     assert res.summary["steps"] == 2
     weights = adapter_weights(cfg.stage_dir("train"))
     assert max(float(w.abs().max()) for k, w in weights.items() if k.endswith("lora_B")) > 0  # B trained
-    from hammer_core.evaluation import load_trained
+    from hammer_core.model.trained import load_trained
     model, _ = load_trained(cfg.stage_dir("train"))  # the saved adapter loads back (its gate is constant)
     assert model.config.variant == "multitask_lora"

@@ -1,1 +1,2 @@
-"""Base models: packaged presets and GGUF checkpoints, converted once to a safetensors folder."""
+"""Models: base models and tokenizers (the tiny preset, packaged presets, GGUF), loading trained
+and exported models, CGC-LoRA, and the export stage ("1 + N" PEFT adapters)."""

@@ -1,0 +1,1 @@
+"""The eval stage and the scoring it shares with serving: parsing, scoring, generation, BFCL, reports."""

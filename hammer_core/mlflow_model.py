@@ -1,7 +1,0 @@
-"""MLflow "model from code" entry point: MLflow runs this file to build the pyfunc (no pickle)."""
-
-from mlflow.models import set_model
-
-from hammer_core.serving import HammerFunctionCaller
-
-set_model(HammerFunctionCaller())

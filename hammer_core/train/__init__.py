@@ -1,0 +1,1 @@
+"""The train stage: CGC-LoRA training in worker processes, batch plans, checkpoints, live tracking."""
