@@ -104,7 +104,7 @@ def ingest_shard(cfg: PipelineConfig, index: int, out_path: Path | None = None) 
 def prepare(cfg: PipelineConfig, ingest_dir: Path, out_dir: Path, dask: bool = False):
     from hammer_core.artifacts import open_artifact
     from hammer_core.data.prepare import prepare as prepare_examples
-    from hammer_core.model.base import load_tokenizer  # the stage hands data code its tokenizer
+    from hammer_core.model.tokenizer import load_tokenizer  # the stage hands data code its tokenizer
 
     src = Path(ingest_dir)
     examples = open_artifact(src / "examples.parquet" if src.is_dir() else src)

@@ -11,26 +11,16 @@ stays off unless the config turns it on, and weights load from safetensors only.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
-                          PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from hammer_core.config import TINY_MODEL, ModelConfig
 from hammer_core.model.presets import ModelLoadError, resolve
-from hammer_core.paths import TINY_TOKENIZER_DIR
+from hammer_core.model.tokenizer import (CHATML_TEMPLATE, _load_hint, _offline, load_tiny_tokenizer,  # noqa: F401
+                                         load_tokenizer)
 
-
-# ChatML, as Qwen2 instruct models use; generation stops at <|im_end|>.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 TINY_ARCH = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
@@ -41,31 +31,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def is_tiny(cfg: ModelConfig) -> bool:
     return cfg.name_or_path == TINY_MODEL
-
-
-def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
-    name = cfg.tokenizer or cfg.name_or_path
-    if name == TINY_MODEL:
-        return load_tiny_tokenizer()
-    try:
-        tok = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=cfg.trust_remote_code,
-                                            revision=cfg.revision, local_files_only=_offline())
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(_load_hint("tokenizer", name, err)) from err
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def load_tiny_tokenizer(path: Path = TINY_TOKENIZER_DIR) -> PreTrainedTokenizerFast:
-    if not (path / "tokenizer.json").exists():
-        raise ModelLoadError(f"the tiny tokenizer is missing at {path}; rebuild it with "
-                             "`python -m hammer_core.data.tiny_tokenizer`")
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"),
-                                  eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  bos_token=None, unk_token=None)
-    tok.chat_template = CHATML_TEMPLATE
-    return tok
 
 
 def build_tiny_model(vocab_size: int, seed: int, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
@@ -98,18 +63,3 @@ def load_saved_base(path: str | Path, dtype: str = "float32") -> PreTrainedModel
     """A base model saved by the train stage (tiny preset), a preset, a GGUF file, or any
     folder or hub id ``from_pretrained`` loads."""
     return AutoModelForCausalLM.from_pretrained(resolve(str(path)), dtype=DTYPES[dtype], use_safetensors=True)
-
-
-def _offline() -> bool:
-    """HF_HUB_OFFLINE read at call time (huggingface_hub reads it only once, at import)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _load_hint(what: str, name: str, err: Exception) -> str:
-    local = Path(name).exists()
-    hint = ("check that the folder holds a Hugging Face checkpoint (config.json, *.safetensors)"
-            if local else
-            "it is not a local folder, so it must come from the Hugging Face hub: check the "
-            "name and your network (offline? set HF_HUB_OFFLINE=1 and use a local path), or use "
-            f"model.name_or_path: {TINY_MODEL} for the built-in tiny model")
-    return f"could not load {what} {name!r}: {hint}. ({type(err).__name__}: {str(err)[:300]})"
