@@ -191,7 +191,7 @@ def copy_floor(examples: Path, out: Path) -> dict:
     No split, no masking, no rendering: no implementation of the stage with this input and
     output can be faster than this on the same machine."""
     from hammer_core.artifacts import open_artifact
-    from hammer_core.data.prepare.stage import _blocks, _output_writer
+    from hammer_core.data.prepare.blockio import _blocks, _output_writer
     from hammer_core.schema import EXAMPLE_SCHEMA
 
     art = open_artifact(examples)

@@ -13,15 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hammer_core.data.prepare.stage as prep
 from hammer_core.data.compiled import fastprep
+from hammer_core.data.prepare import blockio
+from hammer_core.data.prepare.engine import Engine, Recipe
+from hammer_core.data.prepare.kernel_path import _eligibility_of
+from hammer_core.data.prepare.rows import _Columns, is_eval
 from hammer_core.artifacts import write_table
 from hammer_core.config import config_from_dict
 from hammer_core.data.formats.xlam import normalize_xlam
 from hammer_core.data.irrelevance import eligibility, synthesize_tools
-from hammer_core.data.masking import NameGenerator, mix64, row_keys, stable_key
+from hammer_core.data.masking import NameGenerator, copy_keys, mix64, row_keys, stable_key
 from hammer_core.model.base import load_tiny_tokenizer
-from hammer_core.schema import dumps, examples_table
+from hammer_core.schema import EXAMPLE_SCHEMA, dumps, examples_table
 from hammer_core.data.tokenization import FragmentTokenizer
 from hammer_core.data.synth import synth_rows
 from hammer_core.data.validation import validate_example
@@ -129,7 +132,7 @@ def test_mix64_names_and_hashes_are_bit_exact():
     for seed, fraction in ((0, 0.1), (-3, 0.5), (2**70, 0.15)):
         keys_c, evals_c, ranks_c = fastprep.FastKernel.hash_ids(array, seed, fraction, purposes)
         assert keys_c.tolist() == [stable_key(seed, "mask", i) for i in ids[1:]]
-        assert evals_c.tolist() == [prep.is_eval(i, seed, fraction) for i in ids[1:]]
+        assert evals_c.tolist() == [is_eval(i, seed, fraction) for i in ids[1:]]
         assert 0 < evals_c.sum() < len(evals_c)
         # the selection ranks: each row's key under the purpose of its own split
         for j, (train, eval_) in enumerate(purposes):
@@ -177,16 +180,16 @@ def test_the_kernel_tokenizes_its_ascii_misses_itself(corpus, tmp_path, monkeypa
     assert to_hf and all(not t.isascii() or "<|im_" in t for t in to_hf), [t for t in to_hf if t.isascii()][:5]
     # the kernel hands back only fragments with such a chunk: few, against thousands of masked names
     assert len(to_python) < res.summary["train"]["rows"] // 4
-    recipe = prep.Recipe.from_config(config(tmp_path), tokenize=True)
-    assert prep.Engine(recipe, load_tiny_tokenizer()).frag.bpe is not None
+    recipe = Recipe.from_config(config(tmp_path), tokenize=True)
+    assert Engine(recipe, load_tiny_tokenizer()).frag.bpe is not None
 
 
 def test_kernel_takes_the_common_rows_and_hands_the_others_to_python(corpus):
-    recipe = prep.Recipe.from_config(config(".", mask_prob=1.0), tokenize=False)
-    engine = prep.Engine(recipe, None)
+    recipe = Recipe.from_config(config(".", mask_prob=1.0), tokenize=False)
+    engine = Engine(recipe, None)
     assert engine.fast is not None
-    table = pa.Table.from_pylist(corpus[1], schema=prep.EXAMPLE_SCHEMA)
-    rows = prep._Columns(table, sparse=True)
+    table = pa.Table.from_pylist(corpus[1], schema=EXAMPLE_SCHEMA)
+    rows = _Columns(table, sparse=True)
     parsed = engine.fast.parse(rows)
     status, codes, *_ = parsed.info()
     status = np.frombuffer(status, dtype=np.uint8)
@@ -198,7 +201,7 @@ def test_kernel_takes_the_common_rows_and_hands_the_others_to_python(corpus):
     for i, r in enumerate(corpus[1]):  # the kernel's eligibility is irrelevance.eligibility
         if not status[i]:
             tools, calls = engine._parse(rows, i)
-            assert prep._eligibility_of(codes[i]) == eligibility(tools, calls), r["id"]
+            assert _eligibility_of(codes[i]) == eligibility(tools, calls), r["id"]
             if eligibility(tools, calls).gold:
                 gold_rows.append((i, synthesize_tools(tools, eligibility(tools, calls).gold)))
     # the irrelevance rows' tools as the kernel cuts them: irrelevance.synthesize_tools
@@ -209,7 +212,7 @@ def test_kernel_takes_the_common_rows_and_hands_the_others_to_python(corpus):
         parsed.strip_gold(np.array([int(np.flatnonzero(status)[0])], dtype=np.int64).tobytes())
     # masked rows whose gold arguments use a default (perturbed by masking) go to Python
     idx = np.arange(len(corpus[1]), dtype=np.int64)
-    keys = prep.copy_keys(row_keys(recipe.seed, [r["id"] for r in corpus[1]]), 0).astype(np.uint64)
+    keys = copy_keys(row_keys(recipe.seed, [r["id"] for r in corpus[1]]), 0).astype(np.uint64)
     planned = {corpus[1][t]["id"] for t in parsed.plan(idx.tobytes(), keys.tobytes(), 1, True)}
     assert {f"s{k}-default" for k in range(4)} <= planned
     assert {f"s{k}-esc" for k in range(4)}.isdisjoint(planned)
@@ -224,8 +227,8 @@ def test_kernel_takes_the_common_rows_and_hands_the_others_to_python(corpus):
     {"fast_tokenization": False, "copies": 1},  # whole-text tokenization of the kernel's fragments
 ])
 def test_same_bytes_as_the_python_path_with_tokens(corpus, tmp_path, monkeypatch, settings):
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 96)  # several blocks (and forked workers when workers=2)
-    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 150)
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 96)  # several blocks (and forked workers when workers=2)
+    monkeypatch.setattr(blockio, "ROW_GROUP_ROWS", 150)
     python, compiled = run_both(config(tmp_path, **settings), corpus, tmp_path, monkeypatch)
     assert compiled == python
     assert python[1]["tokenization"] == ("whole" if settings.get("fast_tokenization") is False else "fragments")
@@ -237,8 +240,8 @@ def test_same_bytes_as_the_python_path_with_tokens(corpus, tmp_path, monkeypatch
     {"copies": 2, "hard_negative_ratio": 0.08, "irrelevance_ratio": 0.2, "eval_fraction": 0.3},
 ])
 def test_same_bytes_as_the_python_path_render_only(corpus, tmp_path, monkeypatch, settings):
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
-    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(blockio, "ROW_GROUP_ROWS", 100)
     python, compiled = run_both(config(tmp_path, **settings), corpus, tmp_path, monkeypatch, tokenize=False)
     assert compiled == python
 
@@ -253,11 +256,11 @@ def test_rows_over_the_budget_take_the_python_path(corpus, tmp_path, monkeypatch
 def test_rows_over_the_budget_are_rejected_by_the_kernel_one_by_one(corpus, tmp_path, monkeypatch):
     # the default policy: a block with rows over the budget keeps its other rows on the kernel's
     # path (the whole block used to go to Python), with the same bytes and rejects as Python
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 96)
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 96)
     cfg = config(tmp_path, copies=2, max_length=700)
     python_blocks = []
-    emit = prep.Engine._emit
-    monkeypatch.setattr(prep.Engine, "_emit", lambda self, *a: python_blocks.append(a) or emit(self, *a))
+    emit = Engine._emit
+    monkeypatch.setattr(Engine, "_emit", lambda self, *a: python_blocks.append(a) or emit(self, *a))
     python, compiled = run_both(cfg, corpus, tmp_path, monkeypatch)
     assert compiled == python
     assert python[1]["rejected_too_long"] > 20 and python[1]["train"]["rows"] > 100
@@ -270,11 +273,11 @@ def test_rows_over_the_budget_are_rejected_by_the_kernel_one_by_one(corpus, tmp_
 def test_a_full_kernel_is_replaced_by_a_fresh_one_with_the_same_bytes(corpus, tmp_path, monkeypatch):
     # memory bounded by the cap, not by the corpus's distinct tools: past KEEP_TOOLS tools the
     # next block gets a fresh kernel (and tool cache); a cache only, so the bytes do not change
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 64)
     monkeypatch.setattr(fastprep.FastKernel, "KEEP_TOOLS", 40)
     kernels = []
-    new_kernel = prep.Engine._new_kernel
-    monkeypatch.setattr(prep.Engine, "_new_kernel", lambda self: kernels.append(new_kernel(self)) or kernels[-1])
+    new_kernel = Engine._new_kernel
+    monkeypatch.setattr(Engine, "_new_kernel", lambda self: kernels.append(new_kernel(self)) or kernels[-1])
     python, compiled = run_both(config(tmp_path, copies=2, workers=1), corpus, tmp_path, monkeypatch)
     assert compiled == python
     assert len(kernels) > 3

@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import hammer_core.data.prepare.stage as prep
 from hammer_core.artifacts import write_table
 from hammer_core.config import ConfigError, config_from_dict
 from hammer_core.data.formats.xlam import normalize_xlam
-from hammer_core.data.prepare import load_prepared
+from hammer_core.data.compiled import fastprep
+from hammer_core.data.prepare import blockio, load_prepared, synthesis
+from hammer_core.data.prepare.engine import Engine
 from hammer_core.schema import EXAMPLE_SCHEMA, examples_table
 from hammer_core.data.synth import synth_rows
 from hammer_core.data.tokenization import TOKENS_SCHEMA, tokenize_rows
@@ -100,22 +101,22 @@ def test_mix_shares_lineage_and_no_leak(prepared):
 
 
 def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)  # several blocks, so two workers really share them
-    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 64)  # several blocks, so two workers really share them
+    monkeypatch.setattr(blockio, "ROW_GROUP_ROWS", 100)
     hashes = []
     pool = pa.default_memory_pool().backend_name
     footer = pq.ParquetFile(corpus[0].path).metadata
     decoded = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
     reads = []
-    monkeypatch.setattr(prep, "_blocks", lambda *a, _read=prep._blocks, **k: reads.append(1) or _read(*a, **k))
+    monkeypatch.setattr(blockio, "_blocks", lambda *a, _read=blockio._blocks, **k: reads.append(1) or _read(*a, **k))
     # (workers, memory for pass 2, reads of the input, Arrow's own default pool)
-    runs = [(1, prep.KEEP_INPUT_BYTES, 1, False),  # the input kept whole for pass 2
-            (2, prep.KEEP_INPUT_BYTES, 1, False),
+    runs = [(1, synthesis.KEEP_INPUT_BYTES, 1, False),  # the input kept whole for pass 2
+            (2, synthesis.KEEP_INPUT_BYTES, 1, False),
             (1, decoded // 2, 1, False),  # too big to keep: pass 1 keeps the rows likely to be selected
             (2, 0, 2, False),  # no memory at all: pass 2 reads the input again
-            (1, prep.KEEP_INPUT_BYTES, 1, True)]  # the stage allocates from malloc unless a pool was chosen
+            (1, synthesis.KEEP_INPUT_BYTES, 1, True)]  # the stage allocates from malloc unless a pool was chosen
     for run, (workers, keep, n_reads, own_pool) in enumerate(runs):
-        monkeypatch.setattr(prep, "KEEP_INPUT_BYTES", keep)
+        monkeypatch.setattr(synthesis, "KEEP_INPUT_BYTES", keep)
         if own_pool:
             monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", pool)
         reads.clear()
@@ -136,17 +137,17 @@ def test_same_bytes_for_any_worker_count_and_run(corpus, tmp_path, monkeypatch):
 def test_the_stage_allocates_from_malloc_unless_a_pool_was_chosen(monkeypatch):
     before = pa.default_memory_pool().backend_name
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
-    with prep._system_memory_pool():
+    with blockio._system_memory_pool():
         assert pa.default_memory_pool().backend_name == "system"
     assert pa.default_memory_pool().backend_name == before
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before)
-    with prep._system_memory_pool():
+    with blockio._system_memory_pool():
         assert pa.default_memory_pool().backend_name == before
 
 
 def test_blocks_on_a_dask_cluster_give_the_same_bytes(corpus, tmp_path, monkeypatch):
     pytest.importorskip("distributed")  # in the lock (prefect-dask); optional for a bare install
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)  # several blocks spread over the two workers
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 64)  # several blocks spread over the two workers
     local = prepare_examples(config(tmp_path, workers=1), corpus[0], tmp_path / "local")
     cfg = config_from_dict({**config(tmp_path).model_dump(), "orchestration": {"task_runner": "dask",
                                                                                "dask_workers": 2}})
@@ -239,7 +240,7 @@ def test_config_checks_the_recipe():
 def test_blocks_are_read_ahead_in_order_errors_reraised_and_the_reader_stops_when_closed():
     import threading
 
-    from hammer_core.data.prepare.stage import _prefetched
+    from hammer_core.data.prepare.blockio import _prefetched
 
     def items(fail_at=None):
         for i in range(10):
@@ -285,8 +286,8 @@ def test_same_bytes_whatever_the_row_groups_of_the_input(corpus, tmp_path, monke
     blocks then span several of them)."""
     from hammer_core.artifacts import ArtifactWriter
 
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
-    monkeypatch.setattr(prep, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(blockio, "ROW_GROUP_ROWS", 100)
     table = pq.read_table(corpus[0].path)
     hashes = []
     for k, group in enumerate((ROWS, 50, 7)):
@@ -300,7 +301,7 @@ def test_same_bytes_whatever_the_row_groups_of_the_input(corpus, tmp_path, monke
     assert hashes[0] == hashes[1] == hashes[2]
 
 
-@pytest.mark.skipif(not prep.fastprep.enabled(), reason="the C extension is not built")
+@pytest.mark.skipif(not fastprep.enabled(), reason="the C extension is not built")
 @pytest.mark.parametrize("tokenize", [False, True])
 def test_deferred_emits_give_the_same_bytes_surface_their_errors_and_stop(corpus, tmp_path, monkeypatch, tokenize):
     """In one process the kernel's emit of a block runs on the emit thread while the next block
@@ -308,23 +309,23 @@ def test_deferred_emits_give_the_same_bytes_surface_their_errors_and_stop(corpus
     left) and the thread ends with the run."""
     import threading
 
-    monkeypatch.setattr(prep, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(blockio, "BLOCK_ROWS", 64)
     submitted = []
-    real_submit = prep.Engine._submit
-    monkeypatch.setattr(prep.Engine, "_submit", lambda self, emit: submitted.append(1) or real_submit(self, emit))
+    real_submit = Engine._submit
+    monkeypatch.setattr(Engine, "_submit", lambda self, emit: submitted.append(1) or real_submit(self, emit))
     deferred = prepare_examples(config(tmp_path), corpus[0], tmp_path / "deferred", tokenize=tokenize)
     assert len(submitted) > 10  # every block's splits, pass 1 and pass 2
 
     in_place = tmp_path / "in_place"
     with monkeypatch.context() as m:
-        m.setattr(prep.Engine, "defer", property(lambda self: False, lambda self, value: None), raising=False)
+        m.setattr(Engine, "defer", property(lambda self: False, lambda self, value: None), raising=False)
         direct = prepare_examples(config(tmp_path), corpus[0], in_place, tokenize=tokenize)
     arts = ("train", "eval", "train_tokens", "eval_tokens", "rejects")
     assert [getattr(deferred, a) and getattr(deferred, a).content_hash for a in arts] == \
         [getattr(direct, a) and getattr(direct, a).content_hash for a in arts]
 
     calls = []
-    real_output = prep.Engine._fast_output
+    real_output = Engine._fast_output
 
     def failing(self, *args, **kwargs):
         calls.append(1)
@@ -332,7 +333,7 @@ def test_deferred_emits_give_the_same_bytes_surface_their_errors_and_stop(corpus
             raise RuntimeError("emit went wrong")
         return real_output(self, *args, **kwargs)
 
-    monkeypatch.setattr(prep.Engine, "_fast_output", failing)
+    monkeypatch.setattr(Engine, "_fast_output", failing)
     with pytest.raises(RuntimeError, match="emit went wrong"):
         prepare_examples(config(tmp_path), corpus[0], tmp_path / "failed", tokenize=tokenize)
     assert not list((tmp_path / "failed").glob("*.parquet"))

@@ -17,7 +17,7 @@ documented in the tests: only *whole-word* occurrences of a default are replaced
 ``1`` must not turn ``2019`` into ``2059``) and booleans are left alone; and a random name
 starts and ends with a letter or digit (``_`` and ``.`` only inside), so that it is a run of
 whole pre-tokens for byte-level BPE tokenizers and can be tokenized on its own (see
-:mod:`hammer_core.tokenization`). A perturbed argument keeps its own JSON type (``"5"`` stays
+:mod:`hammer_core.data.tokenization`). A perturbed argument keeps its own JSON type (``"5"`` stays
 a string).
 
 Randomness (deterministic by construction)
@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import string
 from collections.abc import Sequence
@@ -64,19 +63,16 @@ from typing import Any
 
 import numpy as np
 
+from hammer_core.data.compiled.switch import compiled_switched_off
 from hammer_core.data.row_errors import RowError
 from hammer_core.schema import dumps, parse_json
 from hammer_core.data.validation import check_depth
 
-try:  # the compiled helpers (optional; see hammer_core.fastprep)
+try:  # the compiled helpers (optional; see hammer_core.data.compiled.fastprep)
     from hammer_core.data.compiled import _fastprep
 except ImportError:
     _fastprep = None
 
-
-def compiled_switched_off() -> bool:
-    """``HAMMER_FASTPREP=0`` (or false/no/off): every compiled path off, the Python one runs."""
-    return os.environ.get("HAMMER_FASTPREP", "1").strip().lower() in ("0", "false", "no", "off")
 
 ALPHABET = string.ascii_uppercase + string.ascii_lowercase + "_." + string.digits
 ALNUM = string.ascii_uppercase + string.ascii_lowercase + string.digits

@@ -6,7 +6,7 @@ its description (``default is '<value>'``) when the tools are shown; internal ke
 (``x-python-type``) are dropped. The tools are shown as ``json.dumps(tools)`` (Python's default
 separators), the conversation before the last user turn as ``role: content`` lines above it.
 The model's chat template (when the tokenizer has one) wraps the prompt; see
-:mod:`hammer_core.tokenization`.
+:mod:`hammer_core.data.tokenization`.
 
 Fragments
 ---------
@@ -17,7 +17,7 @@ random names (a name between quotes that starts and ends with a letter or digit 
 whole pre-tokens), between tools (after ``,``, before the space), before and after a query
 that neither starts nor ends with whitespace -- so each fragment can be tokenized on its own
 and its tokens cached: instructions and each distinct tool's text are tokenized once, and a
-row only costs its names, query and argument values. :mod:`hammer_core.tokenization` checks
+row only costs its names, query and argument values. :mod:`hammer_core.data.tokenization` checks
 that cutting is exact for the tokenizer in use before relying on it.
 """
 

@@ -7,12 +7,12 @@ Prompt and answer are tokenized separately (the answer starts a fresh pre-token 
 
 Fast path: fragments
 --------------------
-:mod:`hammer_core.prompts` renders a prompt as fragments cut at pre-token boundaries;
+:mod:`hammer_core.data.prompts` renders a prompt as fragments cut at pre-token boundaries;
 :class:`FragmentTokenizer` tokenizes each distinct fragment once (instructions, each tool's
 text, a row's query across its copies...), caches the ids, and concatenates. Misses are
 tokenized in a few large calls: fragments joined with a special token (which the tokenizer
 splits out before anything else) and cut again at its id -- or, for ASCII chunks of a GPT-2,
-Qwen2 or Llama-3 style byte-level BPE, by the compiled encoder (:mod:`hammer_core.fastbpe`,
+Qwen2 or Llama-3 style byte-level BPE, by the compiled encoder (:mod:`hammer_core.data.compiled.fastbpe`,
 the same ids; it is part of the probe below, and dropped if the probe fails with it). The
 fast path is only used when it is exact for the tokenizer at hand: at construction, a set of
 probe rows (masked and not, multi-call, unicode, defaults) is tokenized both ways and must
@@ -22,7 +22,7 @@ suffix``; otherwise every prompt is tokenized whole. While running, rows are spo
 
 Formats
 -------
-``hammer`` (default): Hammer's prompt (:mod:`hammer_core.prompts`) as the user turn, the
+``hammer`` (default): Hammer's prompt (:mod:`hammer_core.data.prompts`) as the user turn, the
 fenced JSON list of calls as the answer. ``chat_template``: the tokenizer's own chat template
 with ``tools=`` (the conversation as turns; the answer is the assistant turn with
 ``tool_calls``, or the text ``[]`` for "no call"), rendered per row (slower); the template
@@ -73,7 +73,7 @@ _MARK = "\ue8f0HAMMER-PROMPT\ue8f1"
 # --------------------------------------------------------------------------- reference path
 
 #: attribute an export folder's loader sets on its tokenizer, whose chat template is the training
-#: prompt itself (hammer_core.chat_template): wrapping a rendered prompt in it again would double it
+#: prompt itself (hammer_core.data.chat_template): wrapping a rendered prompt in it again would double it
 RENDERS_TRAINING_PROMPT = "hammer_renders_training_prompt"
 
 
@@ -292,7 +292,7 @@ class FragmentTokenizer:
 
     def _fill(self, texts: list[str]) -> None:
         """Tokenize ``texts`` into the cache. Each text is cut at its safe cuts (see
-        :data:`hammer_core.prompts.SAFE_CUT`) into chunks -- mostly words, which recur across
+        :data:`hammer_core.data.prompts.SAFE_CUT`) into chunks -- mostly words, which recur across
         rows and are cached too; the new chunks are tokenized joined by the separator token."""
         cache = self.cache
         chunked: list[tuple[str, list[str]]] = []
@@ -334,7 +334,7 @@ class FragmentTokenizer:
         """The ids of chunks ``texts`` (pieces between safe cuts, see :meth:`_fill`), the same ids
         :meth:`_tokenize_chunks` caches, in bulk: ``(chunks, ids, counts)`` -- the chunks in the
         order of ``ids`` (int32, all chunks' ids one after the other) and each chunk's number of
-        ids. For callers that keep their own cache (:mod:`hammer_core.fastprep`)."""
+        ids. For callers that keep their own cache (:mod:`hammer_core.data.compiled.fastprep`)."""
         done, done_ids, done_counts, texts = self._compiled(texts)
         sep, sep_id = self.sep  # type: ignore[misc]
         plain = [t for t in texts if sep not in t]

@@ -1,4 +1,4 @@
-/* hammer_core._fastbpe -- exact byte-level BPE encoding of short ASCII strings.
+/* hammer_core.data.compiled._fastbpe -- exact byte-level BPE encoding of short ASCII strings.
  *
  * A re-implementation of what Hugging Face `tokenizers` does in
  * `Tokenizer.encode(text, add_special_tokens=False)` for byte-level BPE tokenizers (GPT-2's
@@ -6,7 +6,7 @@
  * regex), restricted to ASCII text that contains no added token. Everything else is refused
  * per text (count -1) so that the caller tokenizes it with HF.
  *
- * The tables come from Python (hammer_core/fastbpe.py reads tokenizer.json):
+ * The tables come from Python (hammer_core/data/compiled/fastbpe.py reads tokenizer.json):
  *   Encoder(byte_ids, merges, words, added, kind, ignore_merges, heap_threshold)
  *     byte_ids   bytes, 128 native int32: the vocab id of each ASCII byte's byte-level
  *                symbol, -1 when the vocab lacks it (texts with that byte are refused)
@@ -735,10 +735,10 @@ done:
     return result;
 }
 
-/* The C API for other extensions (capsule "hammer_core._fastbpe._C_API", a function pointer):
+/* The C API for other extensions (capsule "hammer_core.data.compiled._fastbpe._C_API", a function pointer):
  * the ids of text[0..n) into out (room for n ids); returns their number, -1 when the text is not
  * handled (non-ASCII, an added token's content, a byte without a symbol), -2 on error (Python
- * exception set). Callable without the GIL (no Python API but the error). Used by hammer_core._fastprep to tokenize its token-cache misses in place. */
+ * exception set). Callable without the GIL (no Python API but the error). Used by hammer_core.data.compiled._fastprep to tokenize its token-cache misses in place. */
 static Py_ssize_t capi_encode(PyObject *enc, const char *text, Py_ssize_t n, int32_t *out)
 {
     const Encoder *e = (const Encoder *)enc;
@@ -798,7 +798,7 @@ static PyMethodDef Encoder_methods[] = {
 
 static PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "hammer_core._fastbpe.Encoder",
+    .tp_name = "hammer_core.data.compiled._fastbpe.Encoder",
     .tp_basicsize = sizeof(Encoder),
     .tp_dealloc = (destructor)Encoder_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -810,8 +810,8 @@ static PyTypeObject EncoderType = {
 
 static struct PyModuleDef fastbpe_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "hammer_core._fastbpe",
-    .m_doc = "Exact byte-level BPE encoding of short ASCII strings (see hammer_core.fastbpe).",
+    .m_name = "hammer_core.data.compiled._fastbpe",
+    .m_doc = "Exact byte-level BPE encoding of short ASCII strings (see hammer_core.data.compiled.fastbpe).",
     .m_size = -1,
 };
 
@@ -829,7 +829,7 @@ PyMODINIT_FUNC PyInit__fastbpe(void)
         Py_DECREF(m);
         return NULL;
     }
-    PyObject *capi = PyCapsule_New((void *)capi_encode, "hammer_core._fastbpe._C_API", NULL);
+    PyObject *capi = PyCapsule_New((void *)capi_encode, "hammer_core.data.compiled._fastbpe._C_API", NULL);
     if (capi == NULL || PyModule_AddObject(m, "_C_API", capi) < 0) {
         Py_XDECREF(capi);
         Py_DECREF(m);

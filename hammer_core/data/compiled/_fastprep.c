@@ -1,13 +1,13 @@
-/* hammer_core._fastprep -- the prepare stage's per-row hot path in C (see hammer_core/fastprep.py).
+/* hammer_core.data.compiled._fastprep -- the prepare stage's per-row hot path in C (see hammer_core/data/compiled/fastprep.py).
  *
- * The Python implementation (hammer_core.prepare / masking / prompts) is the oracle: this file
+ * The Python implementation (hammer_core.data.prepare / masking / prompts) is the oracle: this file
  * reproduces, for the common case, exactly the bytes it writes, and tells the caller which rows
  * it does not handle (they go through Python). Tools are compiled once (literal pieces + name
  * slots: cut from their canonical text by compile_tool below, or made by Python) and registered
  * here; rows are read straight from Arrow buffers.
  *
  * Randomness: mix64 (splitmix64 of key + (counter + 1) * golden) and the name generator are
- * bit-exact copies of hammer_core.masking.mix64 / NameGenerator (tested against them).
+ * bit-exact copies of hammer_core.data.masking.mix64 / NameGenerator (tested against them).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -127,7 +127,7 @@ static int blob_getbuffer(Blob *b, Py_buffer *view, int flags) {
 static PyBufferProcs blob_as_buffer = {(getbufferproc)blob_getbuffer, NULL};
 
 static PyTypeObject BlobType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hammer_core._fastprep.Blob",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hammer_core.data.compiled._fastprep.Blob",
     .tp_basicsize = sizeof(Blob),
     .tp_dealloc = (destructor)blob_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -360,7 +360,7 @@ static void table_free(Table *t) {
 #define TOOL_CHUNKS 256  /* at most 256 * 1024 tools (fastprep.FastKernel.MAX_TOOLS is below) */
 #define TOOL(K, i) (&(K)->tool_chunks[(i) >> TOOL_CHUNK_BITS][(i) & ((1 << TOOL_CHUNK_BITS) - 1)])
 
-/* hammer_core._fastbpe's C API (capsule "hammer_core._fastbpe._C_API"): the ids of an ASCII text,
+/* hammer_core.data.compiled._fastbpe's C API (capsule "hammer_core.data.compiled._fastbpe._C_API"): the ids of an ASCII text,
  * exactly as the HF tokenizer gives them; returns the number of ids (<= n, written to out), -1
  * when the text is not one the encoder handles (the caller falls back), -2 on error */
 typedef Py_ssize_t (*BpeEncodeFn)(PyObject *encoder, const char *text, Py_ssize_t n, int32_t *out);
@@ -385,7 +385,7 @@ typedef struct {
     int32_t eos;
     Py_ssize_t tok_limit;
     void *out;          /* emit's buffers, kept between calls (no page faults on every block) */
-    /* the compiled byte-level BPE (hammer_core._fastbpe), when set: emit tokenizes the chunks of
+    /* the compiled byte-level BPE (hammer_core.data.compiled._fastbpe), when set: emit tokenizes the chunks of
      * fragments it misses itself instead of handing them to Python */
     PyObject *bpe_obj;
     BpeEncodeFn bpe_encode;
@@ -776,7 +776,7 @@ static PyObject *kernel_set_bpe(Kernel *self, PyObject *args) {
         self->bpe_encode = NULL;
         Py_RETURN_NONE;
     }
-    BpeEncodeFn fn = (BpeEncodeFn)PyCapsule_GetPointer(cap, "hammer_core._fastbpe._C_API");
+    BpeEncodeFn fn = (BpeEncodeFn)PyCapsule_GetPointer(cap, "hammer_core.data.compiled._fastbpe._C_API");
     if (!fn) return NULL;
     Py_INCREF(enc);
     Py_XSETREF(self->bpe_obj, enc);
@@ -1035,7 +1035,7 @@ static PyObject *kernel_add_bad(Kernel *self, PyObject *args) {
 
 static PyObject *kernel_n_tools(Kernel *self, PyObject *noargs) { return PyLong_FromSsize_t(self->n_tools); }
 
-/* Eligibility (hammer_core.irrelevance.eligibility) of a parsed row: plain | hn << 1 | gold << 2 */
+/* Eligibility (hammer_core.data.irrelevance.eligibility) of a parsed row: plain | hn << 1 | gold << 2 */
 static int64_t row_eligibility(const Kernel *K, const Parsed *P, const Row *r, const char *cs) {
     if (!r->n_calls) return 0;
     const int32_t *ids = P->tool_ids.p + r->tool0;
@@ -2945,7 +2945,7 @@ static PyMethodDef parsed_methods[] = {
     {NULL}};
 
 static PyTypeObject KernelType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hammer_core._fastprep.Kernel",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hammer_core.data.compiled._fastprep.Kernel",
     .tp_basicsize = sizeof(Kernel),
     .tp_dealloc = (destructor)kernel_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -2956,7 +2956,7 @@ static PyTypeObject KernelType = {
 };
 
 static PyTypeObject ParsedType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hammer_core._fastprep.Parsed",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hammer_core.data.compiled._fastprep.Parsed",
     .tp_basicsize = sizeof(Parsed),
     .tp_dealloc = (destructor)parsed_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -2972,8 +2972,8 @@ static PyMethodDef module_methods[] = {
     {"compile_tool", py_compile_tool, METH_VARARGS, "the templates of a canonical tool text (None: Python's case)"},
     {NULL}};
 
-static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastprep", "the prepare stage's hot path", -1,
-                                       module_methods};
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "hammer_core.data.compiled._fastprep",
+                                       "the prepare stage's hot path", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__fastprep(void) {
     if (PyType_Ready(&KernelType) < 0 || PyType_Ready(&ParsedType) < 0 || PyType_Ready(&BlobType) < 0) return NULL;

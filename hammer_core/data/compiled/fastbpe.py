@@ -1,4 +1,4 @@
-"""Exact byte-level BPE encoding of short ASCII strings, compiled (``hammer_core._fastbpe``).
+"""Exact byte-level BPE encoding of short ASCII strings, compiled (``hammer_core.data.compiled._fastbpe``).
 
 A drop-in for ``backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False)`` on hot
 paths that tokenize many short strings (a masked name chunk like `` "aB3_x.Yz",`` costs HF
@@ -209,7 +209,7 @@ class ByteLevelBPE:
         return byte_ids.tobytes(), merges.tobytes(), words, added, kind, ignore_merges
 
     def c_api(self) -> tuple[Any, Any]:
-        """(encoder object, capsule) for compiled callers (``hammer_core._fastprep``'s
+        """(encoder object, capsule) for compiled callers (``hammer_core.data.compiled._fastprep``'s
         ``Kernel.set_bpe``): the same encoding, called from C without Python objects."""
         return self._enc, _fastbpe._C_API
 

@@ -1,6 +1,6 @@
-"""The prepare stage's per-row hot path, compiled (``hammer_core._fastprep``), and its Python glue.
+"""The prepare stage's per-row hot path, compiled (``hammer_core.data.compiled._fastprep``), and its Python glue.
 
-:mod:`hammer_core.prepare` runs masking and rendering through :class:`FastKernel` when the
+:mod:`hammer_core.data.prepare` runs masking and rendering through :class:`FastKernel` when the
 extension is importable, and through its pure-Python implementation otherwise (one warning).
 The Python implementation is the oracle: the kernel reproduces its output byte for byte (the
 tests compare whole artifacts, both ways), and hands back to it every row it does not handle.
@@ -8,15 +8,15 @@ tests compare whole artifacts, both ways), and hands back to it every row it doe
 What the kernel does, per block of rows read straight from the Arrow buffers: cut each row's
 ``tools`` at ``},{"name":`` and look the pieces up among registered tools (a tool is
 registered once: literal pieces and name slots of its canonical JSON and of its prompt forms,
-cut from its text in C; its :class:`~hammer_core.masking.CompiledTool` is made only when the
+cut from its text in C; its :class:`~hammer_core.data.masking.CompiledTool` is made only when the
 Python path needs it); read the ``calls`` JSON (only in the
 canonical form ingestion writes -- anything else goes to Python); decide irrelevance
 eligibility; then, per copy, draw the mask coin, the shuffle and the names from the same
 counter-based generator (``mix64``, bit-exact) and write the output row (id, lineage, masked
 tools and calls) into Arrow buffers, and the prompt and answer (as text, or as token ids
-assembled from its fragment cache). With the compiled BPE (:mod:`hammer_core.fastbpe`, set by
+assembled from its fragment cache). With the compiled BPE (:mod:`hammer_core.data.compiled.fastbpe`, set by
 ``Kernel.set_bpe``), the fragments it misses are tokenized in place, as
-:class:`~hammer_core.tokenization.FragmentTokenizer` would (cut at the safe cuts, each chunk's
+:class:`~hammer_core.data.tokenization.FragmentTokenizer` would (cut at the safe cuts, each chunk's
 ids exactly the HF tokenizer's): masked names straight into the row (random: never cached),
 queries and other new text into the cache. Only fragments the BPE refuses (non-ASCII or
 special-token text) go back to Python, which tokenizes them with the HF tokenizer.
@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from hammer_core.data.compiled.switch import compiled_switched_off
 from hammer_core.data.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView,
-                                       _compiled_forms, _params, _perturbable, compiled_switched_off, key_prefix,
-                                       norm_name)
+                                       _compiled_forms, _params, _perturbable, key_prefix, norm_name)
 from hammer_core.data.prompts import (_LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, _tool_fragments,
                                       cut_ends, dressed)
 from hammer_core.schema import parse_json
@@ -66,7 +66,7 @@ def enabled() -> bool:
     if _fastprep is None:
         if not _WARNED:
             _WARNED = True
-            warnings.warn(f"hammer_core._fastprep is not available ({_IMPORT_ERROR}); the prepare stage "
+            warnings.warn(f"hammer_core.data.compiled._fastprep is not available ({_IMPORT_ERROR}); the prepare stage "
                           "runs its pure-Python path (same output, slower). Rebuild with "
                           "`pip install --no-deps -e .`", RuntimeWarning, stacklevel=2)
         return False
@@ -82,7 +82,7 @@ def _strcol(arr: pa.Array) -> tuple | None:
 
 
 class FastKernel:
-    """The compiled kernel with its registered tools (one per :class:`hammer_core.prepare.Engine`)."""
+    """The compiled kernel with its registered tools (one per :class:`hammer_core.data.prepare.Engine`)."""
 
     MAX_TOOLS = 200_000  # registered tools a kernel can hold; beyond this, a block's new rows go to Python
     KEEP_TOOLS = 16_384  # the stage starts a fresh kernel before a block once one holds this many
@@ -90,7 +90,7 @@ class FastKernel:
     def __init__(self, masker: Masker, wrap: tuple[str, str, str] | None = None,
                  cache: ToolCache | None = None) -> None:
         if _fastprep is None:
-            raise RuntimeError(f"hammer_core._fastprep is not available: {_IMPORT_ERROR}")
+            raise RuntimeError(f"hammer_core.data.compiled._fastprep is not available: {_IMPORT_ERROR}")
         fn, pn = masker.fn_names, masker.param_names
         if (fn.lo, fn.hi) != FN_LENGTHS or (pn.lo, pn.hi) != PARAM_LENGTHS or FN_LENGTHS != (5, 15) \
                 or PARAM_LENGTHS != (4, 10) or fn.pool_size != pn.pool_size:
@@ -203,7 +203,7 @@ class FastKernel:
     @staticmethod
     def hash_ids(ids: pa.Array, seed: int, eval_fraction: float, rank_purposes: Sequence[tuple[str, str]] = ()
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(:func:`hammer_core.masking.row_keys` of the ids, :func:`hammer_core.prepare.is_eval` of
+        """(:func:`hammer_core.data.masking.row_keys` of the ids, :func:`hammer_core.data.prepare.is_eval` of
         each, and for each (train purpose, eval purpose) of ``rank_purposes`` the row's
         ``row_keys(seed, [id], purpose)`` under the purpose of its split: shape (rows, purposes))
         computed in C (the same BLAKE2b / SHA-256), without holding the GIL; None when the ids
@@ -241,7 +241,7 @@ def string_array(n: int, offsets: Any, data: Any, valid: bytes | None = None) ->
 
 
 def mix64(key: int, counter: int) -> int:
-    """The kernel's mix64 (tests compare it with :func:`hammer_core.masking.mix64_scalar`)."""
+    """The kernel's mix64 (tests compare it with :func:`hammer_core.data.masking.mix64_scalar`)."""
     return _fastprep.mix64(key, counter)
 
 
