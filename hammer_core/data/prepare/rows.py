@@ -26,7 +26,7 @@ from hammer_core.schema import MESSAGE_TYPE, dumps
 
 SPLITS = ("train", "eval")
 VALIDATE_EVERY = 64  # every 64th output row is re-validated with the ingestion validator
-SPOT_CHECK_EVERY = 4096  # one row a block is re-tokenized whole by the HF tokenizer (an independent check)
+SPOT_CHECK_EVERY = 4096  # one output row in 4,096 of each block is re-tokenized whole by the HF tokenizer (a check)
 _MESSAGES = pa.list_(pa.field("item", MESSAGE_TYPE, nullable=False))
 
 
