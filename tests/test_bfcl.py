@@ -267,7 +267,7 @@ def test_categories_resolve_aliases_and_groups():
 
 
 def test_data_is_read_without_importing_bfcl_eval():
-    code = ("import sys; from hammer_core import bfcl; bfcl.load_category('simple_python'); "
+    code = ("import sys; from hammer_core.evaluation import bfcl; bfcl.load_category('simple_python'); "
             "print(sorted(m for m in sys.modules if m.startswith('bfcl_eval')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
