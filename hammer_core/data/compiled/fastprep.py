@@ -41,10 +41,9 @@ import numpy as np
 import pyarrow as pa
 
 from hammer_core.data.compiled.switch import compiled_switched_off
-from hammer_core.data.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, ToolView,
-                                       _compiled_forms, _params, _perturbable, key_prefix, norm_name)
-from hammer_core.data.prompts import (_LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, _tool_fragments,
-                                      cut_ends, dressed)
+from hammer_core.data.masking import (FN_LENGTHS, PARAM_LENGTHS, CompiledTool, Masker, ToolCache, _compiled_forms,
+                                       _params, _perturbable, key_prefix, norm_name)
+from hammer_core.data.prompts import _LEADS, _TRAILS, HEAD, MID, NO_CALL_TARGET, TAIL, _shown, cut_ends, dressed
 from hammer_core.schema import parse_json
 
 try:
@@ -115,44 +114,20 @@ class FastKernel:
         return self._ids.setdefault((kind, value), len(self._ids))
 
     def register(self, ct: CompiledTool) -> None:
-        """Register a compiled tool: its name, parameters and defaults, and the templates of its
-        canonical JSON and of its prompt forms (the same ones the Python path fills)."""
-        names = [ct.name, *ct.params]
-        # masked: the prompt's own templates (what _tool_fragments fills with the row's names:
-        # _Shown.masked_template's pieces, made here without the Template objects)
-        template = _shown(ct).template
-        shown = [(dressed(template.lits, pos), template.slots) for pos in range(4)]
-        plain = []
-        # unmasked: (lead + head, middle, tail + trail) -- the middle is the same at every position,
-        # so the text is cut once (position 0) and the ends re-dressed for the others
-        first: list[str] = []
-        _tool_fragments(ToolView(ct, list(names)), False, 0, first)
-        if len(first) == 3 and first[0][:1] == _LEADS[0] and first[2][-1:] == _TRAILS[0]:
-            head, middle, tail = first[0][1:], first[1], first[2][:-1]
-            plain = [(_LEADS[pos >> 1] + head, middle, tail + _TRAILS[pos & 1]) for pos in range(4)]
-        else:
-            for pos in range(4):
-                out = []
-                _tool_fragments(ToolView(ct, list(names)), False, pos, out)
-                plain.append(tuple(out))
-        tool_id = self.kernel.add_tool(
-            ct.text, encode_basestring(ct.name)[1:-1], self._intern("name", ct.name),
-            self._intern("norm", ct.norm_name), self._intern("sig", ct.signature),
-            [encode_basestring(p)[1:-1] for p in ct.params], (ct.canon_inline.lits, ct.canon_inline.slots),
-            shown, plain, [(pi, old) for pi, _default, old in ct.defaults])
-        assert tool_id == len(self.tools)
-        self.tools.append(ct)
+        """Register a compiled tool (one :meth:`register_text` leaves to Python)."""
+        shown = _shown(ct)
+        self._add(ct, ct.text, ct.name, ct.params, ct.norm_name, ct.signature,
+                  (ct.canon_inline.lits, ct.canon_inline.slots), shown.template.lits, shown.template.slots,
+                  shown.text, [(pi, old) for pi, _default, old in ct.defaults])
 
     def register_text(self, text: str) -> bool:
-        """Register a tool straight from its canonical text: the kernel's templates from
-        ``compile_tool``'s cut, no Python :class:`CompiledTool` (most tools of corpora like
-        Glaive or ToolACE are seen in one row: building one would be paid for nothing). The
-        kernel gets what :meth:`register` gives it for the same text. False: a text
-        ``compile_tool`` leaves to Python (then :meth:`register`)."""
+        """Register a tool straight from its canonical text, with ``compile_tool``'s cut of it
+        and no Python :class:`CompiledTool` (most tools of corpora like Glaive or ToolACE are
+        seen in one row: building one would be paid for nothing; :meth:`tool` makes it if the
+        Python path needs it). False: a text ``compile_tool`` leaves to Python (then
+        :meth:`register`)."""
         forms = _compiled_forms(text)
-        if forms is None:
-            return False
-        spec = parse_json(text)
+        spec = parse_json(text) if forms is not None else None
         if not isinstance(spec, dict):
             return False
         (_full_lits, _full_slots, lits, slots, _specs), (_pf, _pfs, shown_lits, shown_slots, _ps, shown_text) = forms
@@ -160,18 +135,29 @@ class FastKernel:
         name = str(spec.get("name", ""))
         desc = spec.get("description", "")
         signature = ((desc if isinstance(desc, str) else "").strip().lower(), tuple(sorted(names)))
-        head, middle, tail = cut_ends(shown_text)
-        plain = [tuple(f for f in (_LEADS[pos >> 1] + head, middle, tail + _TRAILS[pos & 1]) if f) for pos in range(4)]
-        shown = [(dressed(shown_lits, pos), tuple(shown_slots)) for pos in range(4)]
         defaults = [(i, str(p["default"])) for i, p in enumerate(props)
                     if isinstance(p, dict) and _perturbable(p.get("default"))]
+        self._add(text, text, name, names, norm_name(name), signature, (tuple(lits), tuple(slots)), shown_lits,
+                  tuple(shown_slots), shown_text, defaults)
+        return True
+
+    def _add(self, entry: CompiledTool | str, text: str, name: str, params: Sequence[str], norm: str, signature: Any,
+             canon_inline: tuple, shown_lits: Sequence[str], shown_slots: tuple, shown_text: str,
+             defaults: list[tuple[int, str]]) -> None:
+        """The kernel's registration of one tool: its name, parameters and perturbable defaults,
+        the templates of its compact JSON and of its prompt form -- masked: the prompt's own
+        name-slot template at each list position (what ``_tool_fragments`` fills with a row's
+        names); unmasked: the shown text as (lead + head, middle, tail + trail), its middle the
+        same at every position."""
+        head, middle, tail = cut_ends(shown_text)
+        plain = [tuple(f for f in (_LEADS[pos >> 1] + head, middle, tail + _TRAILS[pos & 1]) if f) for pos in range(4)]
+        shown = [(dressed(shown_lits, pos), shown_slots) for pos in range(4)]
         tool_id = self.kernel.add_tool(
-            text, encode_basestring(name)[1:-1], self._intern("name", name), self._intern("norm", norm_name(name)),
-            self._intern("sig", signature), [encode_basestring(p)[1:-1] for p in names], (tuple(lits), tuple(slots)),
+            text, encode_basestring(name)[1:-1], self._intern("name", name), self._intern("norm", norm),
+            self._intern("sig", signature), [encode_basestring(p)[1:-1] for p in params], canon_inline,
             shown, plain, defaults)
         assert tool_id == len(self.tools)
-        self.tools.append(text)
-        return True
+        self.tools.append(entry)
 
     def parse(self, columns: Any) -> Any | None:
         """The kernel's parse of a block (``prepare._Columns``), new tools registered on the way;
