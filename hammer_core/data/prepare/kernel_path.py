@@ -313,11 +313,10 @@ class KernelPath:
         over = lengths_a > limit if mode == 2 else None
         rejects: list[dict[str, Any]] = []
         if over is not None and over.any():  # over the budget: rejected one by one, the rest kept
-            n_prompt_all = np.frombuffer(c_tokens[2], dtype=np.int32)
             for q in np.flatnonzero(over).tolist():
                 rejects.append(_reject_record(table.column("source")[q].as_py(), split,
                                               ids_a[q].as_py(), tools_a[q].as_py(), calls_a[q].as_py(),
-                                              int(n_prompt_all[q]), int(lengths_a[q] - n_prompt_all[q]), limit))
+                                              int(n_prompt[q]), int(lengths_a[q] - n_prompt[q]), limit))
             keep = pa.array(~over)
             table = table.filter(keep)
             ids_a, tasks_a, variants_a = table.column("id"), table.column("task"), table.column("variant")
@@ -358,7 +357,6 @@ class KernelPath:
             order, ids, counts = frag.tokenize_chunks_flat(chunks)  # ids do not depend on the grouping
             kernel.add_chunks(order, ids.tobytes(), counts.tobytes())
         kernel.join_misses(texts)
-
 
 
 @dataclass
