@@ -40,13 +40,12 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import machine, write_section  # noqa: E402
 from benchmarks.shapes import SHAPES, write_corpus  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "prepare.md"
 CACHE = Path(tempfile.gettempdir()) / "hammer-bench"
 HAMMER = [str(Path(sys.executable).parent / "hammer")]
-BEGIN, END = "<!-- shapes:begin -->", "<!-- shapes:end -->"
 
 
 def ingested(shape: str, rows: int) -> Path:
@@ -191,20 +190,11 @@ def write(rows: list[dict[str, Any]], info: dict[str, Any], args: argparse.Names
                      f"({r['reference_s']} s, {r['reference_peak_mb']:,}) | {r['stage_rows_per_s']:,} ({r['stage_s']} s, "
                      f"{r['stage_rows']:,}, {r['rejected']:,}) | **{r['ratio']}x** | {r['stage_peak_mb']:,} | {big} | "
                      + (f"{r['python_rows_per_s']:,} ({r['python_same_bytes']}) |" if "python_s" in r else " |"))
-    section = "\n".join([
-        BEGIN, "## Real-shaped corpora, `hammer prepare` with defaults (`benchmarks/bench_prepare_shapes.py`)", "",
+    write_section(RESULTS, "shapes", "\n".join([
+        "## Real-shaped corpora, `hammer prepare` with defaults (`benchmarks/bench_prepare_shapes.py`)", "",
         f"Machine: {info['arch']}, {info['nproc']} cores, {info['cpu']}, Python {info['python']}; {info['date']} "
         f"(load average at start {info['load_avg_at_start']}).",
-        "", *table, "", "```json", *(json.dumps(r) for r in rows), "```", END])
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(RESULTS)
+        "", *table, "", "```json", *(json.dumps(r) for r in rows), "```"]))
 
 
 if __name__ == "__main__":

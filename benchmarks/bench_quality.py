@@ -37,28 +37,42 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import machine, write_section  # noqa: E402
 
 from hammer_core import stages  # noqa: E402
-from hammer_core.artifacts import atomic_write_text  # noqa: E402
 from hammer_core.config import load_config  # noqa: E402
 from hammer_core.paths import DEMO_CONFIGS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "quality.md"
 BFCL_CATEGORIES = ("simple_python", "multiple", "irrelevance")
 
-#: arm -> (overrides, what it tests)
-ARMS: dict[str, tuple[list[str], str]] = {
-    "tuned": ([], "the recipe as configured (masking 2/3, irrelevance 0.1, CGC-LoRA)"),
-    "no_mask": (["prepare.mask_prob=0.0"], "no function masking (Hammer's claim a: robustness)"),
-    "irr0": (["prepare.irrelevance_ratio=0.0", "prepare.hard_negative_ratio=0.0"],
-             "no irrelevance rows (Hammer's claim b)"),
-    "irr03": (["prepare.irrelevance_ratio=0.3"], "30 % irrelevance rows (Hammer's claim b)"),
-    "multitask": (["adapter.variant=multitask_lora"], "one multitask LoRA of the same per-task rank"),
+
+
+class Arm(NamedTuple):
+    overrides: list[str]  # config overrides: the one thing this arm changes
+    what: str
+    bfcl: tuple[str, ...]  # BFCL categories it is scored on (the claim it tests decides)
+    robustness: bool  # the robustness study (names randomized at eval time)
+    unseen: bool  # the rows of tools never seen in training (with --sources/--broad)
+
+
+#: Every arm is scored on the held-out split; the rest of the evaluation is what its claim
+#: needs (an eval row costs ~1-3 s of greedy decoding per model on a 2-core CPU).
+ARMS: dict[str, Arm] = {
+    "tuned": Arm([], "the recipe as configured (masking 2/3, irrelevance 0.1, CGC-LoRA), with the base "
+                 "zero-shot beside it", BFCL_CATEGORIES, True, True),
+    "no_mask": Arm(["prepare.mask_prob=0.0"], "no function masking (Hammer's claim a: robustness)",
+                   (), True, True),
+    "irr0": Arm(["prepare.irrelevance_ratio=0.0", "prepare.hard_negative_ratio=0.0"],
+                "no irrelevance rows (Hammer's claim b)", ("simple_python", "irrelevance"), False, False),
+    "irr03": Arm(["prepare.irrelevance_ratio=0.3"], "30 % irrelevance rows (Hammer's claim b)",
+                 ("simple_python", "irrelevance"), False, False),
+    "multitask": Arm(["adapter.variant=multitask_lora"], "one multitask LoRA of the same per-task rank "
+                     "(per task, against CGC-LoRA)", (), False, False),
 }
 PREPARE_KEYS = ("prepare.",)  # overrides that change the data (the others reuse the tuned arm's)
 
@@ -107,11 +121,17 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], args: argparse
     first = results[0]["metrics"]
     n_rows, n_none = int(first["eval_rows"]), int(first["no_call_rows"])
     n_call = n_rows - n_none
-    parts = ["# Quality benchmark: fine-tuned against zero-shot, and the recipe's ablations", "",
+    parts = ["## The quality benchmark (`benchmarks/bench_quality.py`): fine-tuned against zero-shot, "
+             "and the recipe's ablations", "",
              f"Machine: `{json.dumps(info)}`", "",
              f"Base model `{args.model}`; corpus: {args.corpus_label}; held-out rows: {n_rows} "
              f"({n_call} need a call, {n_none} need none); BFCL: up to {args.bfcl} questions per category. "
-             "Each accuracy is given ± its binomial standard error sqrt(p(1-p)/n).", ""]
+             "Each accuracy is given ± its binomial standard error sqrt(p(1-p)/n); an empty cell is an "
+             "evaluation that arm's claim does not need (not run, to keep each arm near an hour on 2 cores).", "",
+             _table(["arm", "changes", "what it tests", "minutes (prepare / train / eval)"],
+                    [[r["arm"], ", ".join(f"`{o}`" for o in ARMS[r["arm"]].overrides) or "-", ARMS[r["arm"]].what,
+                      " / ".join(f"{r['timings'].get(k, 0) / 60:.1f}" for k in ("prepare_s", "train_s", "eval_s"))]
+                     for r in results]), ""]
     rows = []
     if "base/call_accuracy" in first:
         rows.append(["base (zero-shot)", "", _pct(first, "base/call_accuracy", n=n_call),
@@ -127,7 +147,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], args: argparse
                     + [_pct(m, f"bfcl/{c}", n=args.bfcl) for c in BFCL_CATEGORIES])
     head = ["arm", "minutes", "call accuracy", "irrelevance accuracy", "exact match", "unparsable"] + [
         f"BFCL {c}" for c in BFCL_CATEGORIES]
-    parts += ["## Held-out split and BFCL", "", _table(head, rows), ""]
+    parts += ["### Held-out split and BFCL", "", _table(head, rows), ""]
 
     if any("unseen/eval_rows" in r["metrics"] for r in results):
         um = results[0]["metrics"]
@@ -137,23 +157,24 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], args: argparse
             urows.append(["base (zero-shot)", _pct(um, "unseen/base/call_accuracy", n=un - un_none),
                           _pct(um, "unseen/base/irrelevance_accuracy", n=un_none)])
         urows += [[r["arm"], _pct(r["metrics"], "unseen/call_accuracy", n=un - un_none),
-                   _pct(r["metrics"], "unseen/irrelevance_accuracy", n=un_none)] for r in results]
-        parts += [f"## Tools never seen in training ({un} rows, {un_none} need no call)", "",
+                   _pct(r["metrics"], "unseen/irrelevance_accuracy", n=un_none)]
+                  for r in results if "unseen/eval_rows" in r["metrics"]]
+        parts += [f"### Tools never seen in training ({un} rows, {un_none} need no call)", "",
                   _table(["arm", "call accuracy", "irrelevance accuracy"], urows), ""]
 
     robust = [r for r in results if any(k.startswith("robustness/") for k in r["metrics"])]
     if robust:
         modes = sorted({k.split("/")[1] for r in robust for k in r["metrics"] if k.startswith("robustness/")})
-        parts += ["## Robustness: names randomized at eval time (AST accuracy drop; Hammer's claim a)", "",
+        parts += ["### Robustness: names randomized at eval time (AST accuracy drop; Hammer's claim a)", "",
                   _table(["arm"] + [f"drop ({m})" for m in modes],
                          [[r["arm"]] + [f"{r['metrics'].get(f'robustness/{m}/drop', float('nan')):+.3f}"
                                         for m in modes] for r in robust]), ""]
     tasks = sorted({k.split("/", 1)[1] for r in results for k in r["metrics"] if k.startswith("exact_match/")})
     if tasks:
-        parts += ["## Per task (exact match)", "",
+        parts += ["### Per task (exact match)", "",
                   _table(["arm"] + tasks, [[r["arm"]] + [f"{r['metrics'].get(f'exact_match/{t}', 0):.3f}"
                                                          for t in tasks] for r in results]), ""]
-    parts += ["## Runs", "", "```json", json.dumps(results, indent=1, sort_keys=True), "```", ""]
+    parts += ["### Runs", "", "```json", json.dumps(results, indent=1, sort_keys=True), "```", ""]
     return "\n".join(parts)
 
 
@@ -191,10 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     arms.insert(0, "tuned")  # the reference: its eval split and its baseline serve every arm
 
     work = Path(args.work)
-    common = [f"model.name_or_path={args.model}", "train.track=false", "eval.robustness=true",
-              f"eval.robustness_max_examples={args.robustness_rows}"] + list(args.set)
-    if args.bfcl:
-        common += [f"eval.bfcl_categories=[{','.join(BFCL_CATEGORIES)}]", f"eval.bfcl_max_examples={args.bfcl}"]
+    common = [f"model.name_or_path={args.model}", "train.track=false",
+              f"eval.robustness_max_examples={args.robustness_rows}", f"eval.bfcl_max_examples={max(args.bfcl, 1)}"]
+    common += list(args.set)
     if args.steps:
         common.append(f"train.max_steps={args.steps}")
     if args.broad:
@@ -227,20 +247,25 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict[str, Any]] = []
     for name in arms:
-        overrides = list(ARMS[name][0]) + (["eval.baseline=true"] if name == "tuned" else [])
+        arm = ARMS[name]
+        overrides = list(arm.overrides) + [
+            f"eval.baseline={name == 'tuned'}", f"eval.robustness={arm.robustness}",
+            f"eval.bfcl_categories=[{','.join(arm.bfcl if args.bfcl else ())}]"]
         eval_prepare = Path(results[0]["prepare_dir"]) if results else None
         t = time.perf_counter()
         results.append(run_arm(name, overrides, Path(args.config), common, work, eval_prepare))
-        if unseen_prepare is not None:
+        if unseen_prepare is not None and arm.unseen:
             ucfg = load_config(args.config, common + overrides + ["eval.robustness=false", "eval.bfcl_categories=[]",
                                                                    f"output_dir={work / name}"])
+            t_unseen = time.perf_counter()
             res = stages.evaluate(ucfg, work / name / "train", unseen_prepare, work / name / "eval-unseen")
+            results[-1]["timings"]["eval_s"] += time.perf_counter() - t_unseen
             results[-1]["metrics"].update({f"unseen/{k}": v for k, v in res.metrics.items() if "/" not in k
                                            or k.startswith("base/") and k.count("/") == 1})
         print(json.dumps({"arm": name, "minutes": round((time.perf_counter() - t) / 60, 1),
                           **{k: v for k, v in results[-1]["metrics"].items() if "/" not in k or
                              k.startswith(("base/call", "base/irr", "bfcl/", "base/bfcl/"))}}), flush=True)
-        atomic_write_text(args.out, markdown(results, info, args))  # after every arm: a partial run counts
+        write_section(Path(args.out), "arms", markdown(results, info, args))  # after every arm: a partial run counts
     return 0
 
 

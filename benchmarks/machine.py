@@ -36,3 +36,21 @@ def machine(*packages: str, **extra: Any) -> dict[str, Any]:
             info[name] = "not installed"
     info.update(extra)
     return info
+
+
+def write_section(path: Path, tag: str, body: str) -> None:
+    """Replace the part of the markdown file ``path`` between ``<!-- tag:begin -->`` and
+    ``<!-- tag:end -->`` with ``body`` (appended at the end when the markers are absent), leaving
+    the rest of the file -- hand-written prose, other scripts' sections -- as it was; atomic."""
+    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
+    section = f"{begin}\n{body.strip()}\n{end}"
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + section + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
