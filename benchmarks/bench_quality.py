@@ -2,8 +2,10 @@
 
 Runs the pipeline's own stages (ingest, prepare, train, eval; no Prefect) on a real pretrained
 base (default: the ``smollm2-135m`` preset) for several *arms*, each a set of config overrides,
-and writes every figure with the machine, the minutes each arm took and the noise to
-``benchmarks/results/quality.md``:
+and writes every figure with the machine, the minutes each arm took and the noise into its own
+section of ``benchmarks/results/quality.md`` (between ``<!-- arms:begin -->`` and
+``<!-- arms:end -->``; the hand-written reading around it stays). Each arm is scored on the
+held-out split plus what its claim needs (``ARMS``):
 
 1. ``tuned`` -- the recipe as configured; evaluated with the base model zero-shot beside it
    (``eval.baseline``) on the held-out split and on real BFCL questions (``--bfcl`` per
@@ -21,9 +23,11 @@ with its binomial standard error, sqrt(p(1-p)/n): differences inside two of thos
 this scale, and the reading says so. Nothing here is tuned toward a conclusion: the arms share
 the config of the demo (``data/configs/demo-smollm2.yaml``) and change one thing each.
 
-Run (each arm is tens of minutes on a 2-core CPU; run in the background)::
+Run (each arm is tens of minutes on a 2-core CPU; run in the background. On 2026-12-08,
+``--broad 100`` took 95 minutes for all five arms: tuned 40, the others 10-16 each)::
 
-    .venv/bin/python benchmarks/bench_quality.py                         # every arm
+    .venv/bin/python benchmarks/bench_quality.py --broad 100             # every arm, broad corpus
+    .venv/bin/python benchmarks/bench_quality.py                         # every arm, the sample
     .venv/bin/python benchmarks/bench_quality.py --arms tuned --bfcl 100 # base vs tuned only
     .venv/bin/python benchmarks/bench_quality.py --sources DIR           # your own corpus: one
                                                                          # JSONL per task cluster
@@ -49,7 +53,6 @@ from hammer_core.paths import DEMO_CONFIGS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "quality.md"
 BFCL_CATEGORIES = ("simple_python", "multiple", "irrelevance")
-
 
 
 class Arm(NamedTuple):
