@@ -82,7 +82,6 @@ class _GroupedWriter:
         self.writer.abort()
 
 
-
 # columns worth dictionary encoding (few distinct values); the others are mostly distinct
 _DICTIONARY = {"examples": ["source", "task", "variant", "messages.list.element.role"], "tokens": ["task"],
                "rejects": ["source", "reason"]}

@@ -112,7 +112,6 @@ class KernelPath:
             result.outputs[split] = self._emit_fast(rows, idx, parsed_c, py, split, fallback)
         return result
 
-
     def _fast_synthesized(self, src: "_Columns", parsed_c: Any, splits: Sequence[str],
                           plans: Sequence[tuple[str, list[str] | None]]) -> BlockResult:
         """:meth:`synthesized` with the kernel's parse of the source rows; the synthesized rows are
@@ -188,7 +187,6 @@ class KernelPath:
             result.outputs[split] = fallback() if parsed_s is None else \
                 self._emit_fast(rows, idx, parsed_s, {}, split, fallback)
         return result
-
 
     def _emit_fast(self, rows: "_Columns", idx: list[int], parsed_c: Any, py: dict[int, Any], split: str,
                    fallback: Callable[[], SplitOutput]) -> SplitOutput | _Pending:
@@ -396,7 +394,6 @@ class _KernelParse:
         """The compiled tools of row ``i`` (a row the kernel parsed)."""
         tool_ids, bounds = self._lists
         return [fast.tool(t) for t in tool_ids[bounds[i]:bounds[i + 1]]]
-
 
 
 _ELIGIBILITY: dict[int, Eligibility] = {}

@@ -166,7 +166,6 @@ class _LazyParse:
         return p
 
 
-
 def _value_counts(array: pa.Array) -> dict[str, int]:
     return {d["values"]: d["counts"] for d in pc.value_counts(array).to_pylist()}
 
