@@ -161,7 +161,7 @@ def baseline(examples: Path, out: Path, tokenize: bool) -> dict:
 
     tokenizer = None
     if tokenize:
-        from hammer_core.model.base import load_tiny_tokenizer
+        from hammer_core.model.tokenizer import load_tiny_tokenizer
         tokenizer = load_tiny_tokenizer()
     work_cpu_start()
     start = time.perf_counter()
@@ -217,7 +217,7 @@ def stage(examples: Path, out: Path, tokenize: bool, overrides: list[str]) -> di
         "irrelevance_ratio": 0.1, "hard_negative_ratio": 0.0, "mask_prob": 2 / 3, "copies": 1,
         "max_length": 4096}}, overrides)
     cfg = config_from_dict(raw)
-    from hammer_core.model.base import load_tokenizer
+    from hammer_core.model.tokenizer import load_tokenizer
     if tokenize:
         load_tokenizer(cfg.model)  # imports (torch, transformers) are not timed
     art = open_artifact(examples)

@@ -107,7 +107,8 @@ def worker(args: argparse.Namespace) -> None:
     from hammer_core.artifacts import open_artifact
     from hammer_core.config import config_from_dict
     from hammer_core.train.distributed import init_process_group
-    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.model.base import build_tiny_model
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
     from hammer_core.train.trainer import Run
 
     rank, world = init_process_group()
@@ -173,7 +174,7 @@ def worker(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------- driver
 def launch(model: str, nproc: int, batch: int, seq: int, steps: int, warmup: int, threads: int,
            extra: list[str] | None = None) -> dict[str, Any]:
-    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
 
     vocab = len(load_tiny_tokenizer())
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:

@@ -31,7 +31,7 @@ def prepare_examples(cfg, examples, out_dir, **kwargs):
     """The prepare stage as :func:`hammer_core.stages.prepare` runs it: with the config's
     tokenizer (none with ``tokenize=False``)."""
     from hammer_core.data.prepare import prepare
-    from hammer_core.model.base import load_tokenizer
+    from hammer_core.model.tokenizer import load_tokenizer
 
     if kwargs.get("tokenize", True):
         kwargs.setdefault("tokenizer", load_tokenizer(cfg.model))

@@ -29,7 +29,7 @@ def examples(tmp_path_factory):
 
 def tools_template_tokenizer(folder: Path) -> str:
     """The tiny tokenizer with a template that renders tools (like Qwen2.5's), saved: its folder."""
-    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
     tok = load_tiny_tokenizer()
@@ -68,7 +68,7 @@ def openai_turns(messages: list[dict]) -> list[dict]:
 def test_template_gives_the_prepared_prompt_ids_of_every_row(examples, tmp_path, prompt_format, kind):
     from transformers import AutoTokenizer
 
-    from hammer_core.model.base import load_tokenizer
+    from hammer_core.model.tokenizer import load_tokenizer
 
     cfg = config_from_dict({"seed": 3, "output_dir": str(tmp_path), "model": model_section(kind, tmp_path),
                             "prepare": {"max_length": 4096, "workers": 1, "copies": 2,
@@ -107,7 +107,7 @@ def test_hammer_template_shows_tools_as_training_did_and_refuses_string_argument
     differently."""
     from jinja2.exceptions import TemplateError
 
-    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
     from hammer_core.data.prompts import render_prompt
     from hammer_core.data.tokenization import prompt_text
 

@@ -385,7 +385,8 @@ def trained(tmp_path_factory):
     from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
     from hammer_core.config import load_config
     from hammer_core.data.irrelevance import strip_gold_tools
-    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.model.base import build_tiny_model
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
     from hammer_core.schema import examples_table
     from hammer_core.data.tokenization import TOKENS_SCHEMA, tokenize_rows
 
@@ -545,7 +546,7 @@ def chat_template_train(root: Path, train: Path):
     tokenizer's template renders tools (``<tool_call>`` blocks, as Qwen2.5 / Hermes). Returns it."""
     import shutil
 
-    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
 
@@ -651,7 +652,8 @@ def test_export_refuses_a_cgc_lora_whose_rank_vllm_cannot_serve(trained, tmp_pat
     from hammer_core.artifacts import atomic_write_json
     from hammer_core.model.cgc_lora import CGCLoraConfig, inject_cgc_lora, save_cgc_lora
     from hammer_core.config import ConfigError
-    from hammer_core.model.base import build_tiny_model, load_tiny_tokenizer
+    from hammer_core.model.base import build_tiny_model
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
 
     _, root = trained
     train = tmp_path / "train"

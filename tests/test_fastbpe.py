@@ -118,7 +118,7 @@ def train_split_tokenizer(pattern: str, ignore_merges: bool) -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
     return load_tiny_tokenizer()
 
 

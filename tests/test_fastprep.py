@@ -23,7 +23,7 @@ from hammer_core.config import config_from_dict
 from hammer_core.data.formats.xlam import normalize_xlam
 from hammer_core.data.irrelevance import eligibility, synthesize_tools
 from hammer_core.data.masking import NameGenerator, copy_keys, mix64, row_keys, stable_key
-from hammer_core.model.base import load_tiny_tokenizer
+from hammer_core.model.tokenizer import load_tiny_tokenizer
 from hammer_core.schema import EXAMPLE_SCHEMA, dumps, examples_table
 from hammer_core.data.tokenization import FragmentTokenizer
 from hammer_core.data.synth import synth_rows

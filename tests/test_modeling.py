@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hammer_core.config import ModelConfig
-from hammer_core.model.base import ModelLoadError, load_base_model, load_tokenizer
+from hammer_core.model.base import ModelLoadError, load_base_model
+from hammer_core.model.tokenizer import load_tokenizer
 from hammer_core.data.prompts import render_target
 from hammer_core.data.tokenization import prompt_text, tokenize_rows
 

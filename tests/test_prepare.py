@@ -65,7 +65,7 @@ def test_every_output_row_is_valid_and_tokens_match_the_rows(prepared):
             root = r["parent_id"] or r["id"]
             assert root in by_id  # lineage: every row traces back to an ingested row
         # the cached-fragment tokens are exactly the whole-text tokenization of each row
-        from hammer_core.model.base import load_tiny_tokenizer
+        from hammer_core.model.tokenizer import load_tiny_tokenizer
         ref, too_long = tokenize_rows(rows, load_tiny_tokenizer(), 4096)
         assert not too_long
         assert toks.column("input_ids").to_pylist() == [x["input_ids"] for x in ref]
@@ -220,7 +220,7 @@ def test_lz4_compression_writes_the_same_rows(corpus, tmp_path):
 @pytest.fixture
 def tiny_tokenizer_dir(tmp_path):
     """The shipped tokenizer with a chat template that renders tools (like Qwen2.5's)."""
-    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
 
     from .test_recipe import TOOLS_TEMPLATE
     tok = deepcopy(load_tiny_tokenizer())

@@ -17,7 +17,8 @@ import torch
 from hammer_core.config import ModelConfig
 from hammer_core.model import presets
 from hammer_core.model.presets import MARKER, ModelLoadError, resolve
-from hammer_core.model.base import CHATML_TEMPLATE, load_base_model, load_saved_base, load_tokenizer
+from hammer_core.model.base import load_base_model, load_saved_base
+from hammer_core.model.tokenizer import CHATML_TEMPLATE, load_tokenizer
 from hammer_core.paths import TINY_TOKENIZER_DIR
 
 gguf = pytest.importorskip("gguf")

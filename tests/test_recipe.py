@@ -436,7 +436,7 @@ def test_tool_prompt_text_is_hammers_with_escapes_and_private_use_characters(des
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer():
-    from hammer_core.model.base import load_tiny_tokenizer
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
     return load_tiny_tokenizer()
 
 

@@ -18,8 +18,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from hammer_core.config import TINY_MODEL, ModelConfig
 from hammer_core.model.presets import ModelLoadError, resolve
-from hammer_core.model.tokenizer import (CHATML_TEMPLATE, _load_hint, _offline, load_tiny_tokenizer,  # noqa: F401
-                                         load_tokenizer)
+from hammer_core.model.tokenizer import _load_hint, _offline
 
 
 TINY_ARCH = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,

@@ -15,7 +15,8 @@ EXPORT_MANIFEST = "export_manifest.json"
 
 def load_trained_base(train_dir: str | Path, dtype: str = "float32"):
     """(base model without any adapter, tokenizer) of a train stage output folder."""
-    from hammer_core.model.base import load_saved_base, load_tiny_tokenizer  # torch + transformers: when used
+    from hammer_core.model.base import load_saved_base  # torch + transformers: when used
+    from hammer_core.model.tokenizer import load_tiny_tokenizer
 
     train_dir = Path(train_dir)
     summary = json.loads((train_dir / "train_summary.json").read_text())

@@ -290,7 +290,8 @@ class Run:
     # -- set-up ----------------------------------------------------------------------------
     def load_base(self) -> tuple[Any, torch.nn.Module]:
         """The tokenizer and the base model (``benchmarks/bench_train.py`` supplies its own)."""
-        from hammer_core.model.base import load_base_model, load_tokenizer
+        from hammer_core.model.base import load_base_model
+        from hammer_core.model.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(self.cfg.model)
         return tokenizer, load_base_model(self.cfg.model, tokenizer, seed=self.cfg.seed)

@@ -128,7 +128,7 @@ def prepare(cfg: PipelineConfig, examples: Artifact, out_dir: str | Path, *, tok
         tokenizer = None
     elif tokenizer is None:
         raise ValueError("prepare tokenizes with the model's tokenizer: pass tokenizer= "
-                         "(hammer_core.model.base.load_tokenizer(cfg.model)), or tokenize=False")
+                         "(hammer_core.model.tokenizer.load_tokenizer(cfg.model)), or tokenize=False")
 
     with blockio._system_memory_pool(), ExitStack() as stack, blockio._gc_paused():
         o = cfg.orchestration
@@ -283,7 +283,6 @@ class _Totals:
                 "mean_len": round(self.counts["tokens"] / max(1, rows), 1)}
 
 
-
 def load_prepared(out_dir: str | Path) -> PrepareResult:
     from hammer_core.artifacts import open_artifact
     out = Path(out_dir)
@@ -293,7 +292,6 @@ def load_prepared(out_dir: str | Path) -> PrepareResult:
     return PrepareResult(*(open_artifact(out / f"{n}.parquet") for n in
                            ("train", "eval", "train_tokens", "eval_tokens", "rejects")),
                          summary=json.loads(summary_path.read_text()))
-
 
 
 __all__ = ["PrepareResult", "default_workers", "load_prepared", "prepare"]
